@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Install the Debian packages that the bmops test harness needs on the
+# controller. Idempotent: does nothing when everything is present. Needs root
+# (CI and the demo run as root on a Debian 12 machine).
+set -euo pipefail
+
+need=()
+command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
+command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+command -v zstd >/dev/null 2>&1 || need+=(zstd)
+command -v make >/dev/null 2>&1 || need+=(make)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+
+if ((${#need[@]} == 0)); then
+  exit 0
+fi
+if [[ $(id -u) -ne 0 ]]; then
+  echo "bmops: missing Debian packages: ${need[*]}; run 'make setup' as root or install them" >&2
+  exit 1
+fi
+echo "bmops: installing Debian packages: ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
