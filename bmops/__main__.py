@@ -1,0 +1,7 @@
+"""``python -m bmops``: see :mod:`bmops.cli`."""
+
+import sys
+
+from bmops.cli import main
+
+sys.exit(main())
