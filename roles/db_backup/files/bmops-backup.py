@@ -1,0 +1,1179 @@
+#!/usr/bin/env python3
+"""bmops-backup: verified PostgreSQL backups and restores for the backup-mgmt stack.
+
+One stdlib-only file, installed by the ``db_backup`` role as /usr/local/sbin/bmops-backup
+and run by cron and by the backup/restore playbooks.  Settings come from a 0600 JSON
+file (default /etc/bmops/backup.json, env BMOPS_BACKUP_CONFIG, option --config).
+
+The dump runs inside the db container (client == server version) over the unix socket,
+so no password is needed and none is ever on a command line.  Compression happens on
+the host.  A backup exists only once it has been verified:
+
+    <id>.<ext>.partial -> fsync -> verify (decompress end to end, read the whole archive
+    with pg_restore, count COPY rows per table, sha256) -> rename -> fsync dir ->
+    manifest <id>.json written last (atomically).
+
+Row counts in the manifest come from the dump's own data (the COPY blocks), so they
+describe exactly what is in the file, taken in pg_dump's single snapshot.
+
+Exit codes: 0 ok, 1 failure, 2 usage/config error, 3 lock held by another run.
+Every command prints one JSON document on stdout; human messages go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+TOOL_VERSION = "1.0.0"
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
+DEFAULT_CONFIG = "/etc/bmops/backup.json"
+CHUNK = 1024 * 1024
+DAY = 86400
+# A backup dated more than this in the future is "future-dated" (clock skew).
+SKEW_TOLERANCE = 300
+
+DEFAULTS = {
+    "project_name": "backup-mgmt",
+    "project_dir": "/opt/backup-mgmt",
+    "service": "db",
+    "docker": "docker",
+    # Command prefix that runs a program inside the db container.  None: derived from
+    # docker compose settings.  Tests point it at ``docker exec -i <container>``.
+    "exec_prefix": None,
+    # Name of the container's env var holding the DB password.  When set, programs in
+    # the container get it as PGPASSWORD (expanded inside the container, never on argv),
+    # for images whose local socket auth is not ``trust``.  "" disables.
+    "container_password_env": "POSTGRES_PASSWORD",
+    "db_name": "backup_mgmt",
+    "db_user": "postgres",
+    "backup_dir": "/backup/db",
+    "lock_file": "/run/lock/bmops.lock",
+    "format": "custom",  # custom | sql_gz
+    "codec": "auto",  # auto | zstd | gzip  (custom format only; sql_gz is always gzip)
+    "zstd_level": 1,
+    "keep_days": 30,
+    "keep_min": 3,
+    "prune_legacy": False,
+    "partial_max_age_seconds": DAY,
+    "min_free_bytes": 1024**3,
+    "size_ratio": 1.0,  # free space needed = pg_database_size * size_ratio + min_free_bytes
+    "min_backup_bytes": 512,  # smaller files are rejected as not sane
+    "restore_jobs": 2,
+    "scratch_prefix": "bmops_scratch",
+    "textfile_dir": "/var/lib/prometheus/node-exporter",
+}
+
+NAME_RE = re.compile(
+    r"^(?P<stamp>\d{8}_\d{6})(?:_(?P<seq>\d+))?\.(?P<ext>sql\.gz|dump\.zst|dump\.gz)"
+    r"(?P<partial>\.partial)?$"
+)
+MANIFEST_RE = re.compile(r"^(?P<stamp>\d{8}_\d{6})(?:_(?P<seq>\d+))?\.json$")
+EXT_INFO = {
+    "sql.gz": {"format": "sql_gz", "codec": "gzip"},
+    "dump.zst": {"format": "custom", "codec": "zstd"},
+    "dump.gz": {"format": "custom", "codec": "gzip"},
+}
+DECOMPRESS = {"zstd": ["zstd", "-dc", "-q"], "gzip": ["gzip", "-dc"]}
+
+
+class ToolError(Exception):
+    """A failure with a sentence an admin understands; exit code attached."""
+
+    def __init__(self, message: str, code: int = EXIT_FAIL):
+        super().__init__(message)
+        self.code = code
+
+
+def log(msg: str) -> None:
+    print(f"bmops-backup: {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- names
+
+
+def parse_name(name: str) -> dict | None:
+    """Parse a backup file name; None when it is not one of ours."""
+    m = NAME_RE.match(name)
+    if not m:
+        return None
+    stamp = dt.datetime.strptime(m["stamp"], "%Y%m%d_%H%M%S").replace(tzinfo=dt.UTC)
+    ext = m["ext"]
+    return {
+        "id": m["stamp"] + (f"_{m['seq']}" if m["seq"] else ""),
+        "ext": ext,
+        "partial": bool(m["partial"]),
+        "name_time": stamp.timestamp(),
+        **EXT_INFO[ext],
+    }
+
+
+def iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(text: str) -> float:
+    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(
+        tzinfo=dt.UTC).timestamp()
+
+
+# ----------------------------------------------------------------------- retention
+
+
+def choose_retained(backups, now, keep_days, keep_min, prune_legacy=False,
+                    partial_max_age=DAY):
+    """Decide which backups to keep.  Pure function, no I/O.
+
+    ``backups``: dicts with ``id``, ``kind`` (verified | legacy | unverified | partial)
+    and ``time`` (epoch seconds, UTC).  Returns a list of decisions
+    ``{"id", "kind", "action": "keep"|"delete", "reason", "future": bool}``, newest first.
+
+    Rules: only verified backups count; the newest ``keep_min`` verified ones (not
+    future-dated) are always kept; verified ones older than ``keep_days`` go; a
+    future-dated backup (clock skew) is kept and flagged; legacy dumps are never
+    counted and only deleted when ``prune_legacy`` and older than ``keep_days``;
+    unverified and partial leftovers go once older than ``partial_max_age``.
+    """
+    horizon = now - keep_days * DAY
+    ordered = sorted(backups, key=lambda b: (b["time"], b["id"]), reverse=True)
+    decisions = []
+    kept_recent = 0
+    for b in ordered:
+        future = b["time"] > now + SKEW_TOLERANCE
+        kind = b["kind"]
+        if future:
+            action, reason = "keep", "future-dated (clock skew?): kept, not counted"
+        elif kind == "verified":
+            if kept_recent < keep_min:
+                kept_recent += 1
+                action, reason = "keep", f"among newest {keep_min} verified"
+            elif b["time"] >= horizon:
+                action, reason = "keep", f"within {keep_days} days"
+            else:
+                action, reason = "delete", f"verified, older than {keep_days} days"
+        elif kind == "legacy":
+            if prune_legacy and b["time"] < horizon:
+                action, reason = "delete", f"legacy, older than {keep_days} days"
+            else:
+                action, reason = "keep", "legacy dump (never auto-deleted by default)"
+        elif kind in ("unverified", "partial"):
+            if b["time"] < now - partial_max_age:
+                action, reason = "delete", f"{kind} leftover older than a day"
+            else:
+                action, reason = "keep", f"{kind}, recent (may be a run in progress)"
+        else:
+            action, reason = "keep", f"unknown kind {kind!r}"
+        decisions.append({"id": b["id"], "kind": kind, "action": action,
+                          "reason": reason, "future": future})
+    return decisions
+
+
+# ------------------------------------------------------------------------ config
+
+
+def load_config(path: str) -> dict:
+    try:
+        st = os.stat(path)
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        raise ToolError(f"config file {path} not found (the db_backup role writes it)",
+                        EXIT_USAGE) from None
+    except (OSError, ValueError) as exc:
+        raise ToolError(f"cannot read config {path}: {exc}", EXIT_USAGE) from None
+    if st.st_mode & 0o077:
+        raise ToolError(f"config {path} must not be readable by group/others (chmod 0600)",
+                        EXIT_USAGE)
+    if not isinstance(data, dict):
+        raise ToolError(f"config {path} must hold a JSON object", EXIT_USAGE)
+    unknown = sorted(set(data) - set(DEFAULTS))
+    if unknown:
+        raise ToolError(f"config {path}: unknown keys {', '.join(unknown)}", EXIT_USAGE)
+    cfg = {**DEFAULTS, **data}
+    if cfg["format"] not in ("custom", "sql_gz"):
+        raise ToolError("config: format must be 'custom' or 'sql_gz'", EXIT_USAGE)
+    if cfg["codec"] not in ("auto", "zstd", "gzip"):
+        raise ToolError("config: codec must be auto, zstd or gzip", EXIT_USAGE)
+    for key in ("keep_days", "keep_min", "restore_jobs"):
+        if not isinstance(cfg[key], int) or cfg[key] < (1 if key == "restore_jobs" else 0):
+            raise ToolError(f"config: {key} must be a non-negative integer", EXIT_USAGE)
+    if cfg["exec_prefix"] is None:
+        cfg["exec_prefix"] = [cfg["docker"], "compose", "-p", cfg["project_name"],
+                              "--project-directory", cfg["project_dir"],
+                              "exec", "-T", cfg["service"]]
+    elif not (isinstance(cfg["exec_prefix"], list) and cfg["exec_prefix"]):
+        raise ToolError("config: exec_prefix must be a non-empty list", EXIT_USAGE)
+    var = cfg["container_password_env"]
+    if var:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", var):
+            raise ToolError("config: container_password_env must be a variable name", EXIT_USAGE)
+        cfg["exec_prefix"] = cfg["exec_prefix"] + [
+            "sh", "-c", f'[ -n "${{{var}:-}}" ] && export PGPASSWORD="${var}"; exec "$@"', "sh"]
+    return cfg
+
+
+# -------------------------------------------------------------------------- lock
+
+
+class Lock:
+    """Host-wide flock shared by backup, restore and maintenance runs."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.fd = None
+
+    def _open(self):
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+
+    def holder(self) -> dict:
+        try:
+            with open(self.path, encoding="utf-8") as fh:
+                return json.loads(fh.read() or "{}")
+        except (OSError, ValueError):
+            return {}
+
+    def acquire(self, owner: str, token: str | None = None) -> None:
+        fd = self._open()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                pid = self.holder().get("pid", "?")
+                raise ToolError(
+                    f"another bmops backup/restore/maintenance run holds {self.path} "
+                    f"(pid {pid})", EXIT_LOCKED) from None
+            raise
+        self.fd = fd
+        info = {"pid": os.getpid(), "owner": owner, "since": iso(time.time())}
+        if token:
+            info["token"] = token
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+    def is_free(self) -> bool:
+        fd = self._open()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+
+
+def pid_alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+        return True
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+class LockSession:
+    """Take the lock for this command, or ride on a playbook's lock via its token."""
+
+    def __init__(self, cfg: dict, owner: str, token: str | None):
+        self.lock = Lock(cfg["lock_file"])
+        self.owner = owner
+        self.token = token
+
+    def __enter__(self):
+        if self.token:
+            info = self.lock.holder()
+            if (info.get("token") != self.token or not pid_alive(info.get("pid"))
+                    or self.lock.is_free()):
+                raise ToolError(f"lock token does not match the holder of {self.lock.path} "
+                                "(expired or released?)", EXIT_LOCKED)
+        else:
+            self.lock.acquire(self.owner)
+        return self
+
+    def __exit__(self, *exc):
+        self.lock.release()
+        return False
+
+
+def lock_hold_forever(cfg: dict, owner: str, ttl: int, wfd: int) -> None:
+    """Daemon body of ``lock acquire``: hold the flock until TTL or SIGTERM."""
+    lock = Lock(cfg["lock_file"])
+    token = secrets.token_hex(16)
+    try:
+        lock.acquire(owner, token=token)
+    except ToolError as exc:
+        os.write(wfd, json.dumps({"ok": False, "error": str(exc)}).encode())
+        os._exit(EXIT_LOCKED)
+    deadline = time.time() + ttl
+    os.write(wfd, json.dumps({"ok": True, "token": token, "pid": os.getpid(),
+                              "expires": iso(deadline)}).encode())
+    os.close(wfd)
+    signal.signal(signal.SIGTERM, lambda *_: (lock.release(), os._exit(0)))
+    while time.time() < deadline:
+        time.sleep(min(5.0, max(0.1, deadline - time.time())))
+    lock.release()
+    os._exit(0)
+
+
+def cmd_lock(cfg: dict, args) -> dict:
+    lock = Lock(cfg["lock_file"])
+    if args.action == "status":
+        return {"ok": True, "free": lock.is_free(),
+                "holder": {k: v for k, v in lock.holder().items() if k != "token"}}
+    if args.action == "release":
+        info = lock.holder()
+        if info.get("token") != args.token:
+            raise ToolError("lock token does not match the current holder", EXIT_LOCKED)
+        os.kill(int(info["pid"]), signal.SIGTERM)
+        for _ in range(100):
+            if lock.is_free():
+                return {"ok": True, "released": True}
+            time.sleep(0.05)
+        raise ToolError(f"lock holder pid {info['pid']} did not exit")
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: detach and hold the lock
+        os.close(rfd)
+        os.setsid()
+        if os.fork():
+            os._exit(0)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        lock_hold_forever(cfg, args.owner, args.ttl, wfd)
+    os.close(wfd)
+    os.waitpid(pid, 0)
+    data = b""
+    while chunk := os.read(rfd, 4096):
+        data += chunk
+    os.close(rfd)
+    result = json.loads(data or b'{"ok": false, "error": "lock holder died"}')
+    if not result["ok"]:
+        raise ToolError(result["error"], EXIT_LOCKED)
+    return result
+
+
+# --------------------------------------------------------------------- processes
+
+
+class Pipeline:
+    """Start processes connected stdout->stdin; check every exit code (pipefail)."""
+
+    def __init__(self):
+        self.procs = []  # (label, Popen, stderr tempfile)
+
+    def start(self, label, argv, stdin=None, stdout=subprocess.PIPE):
+        err = tempfile.TemporaryFile()  # noqa: SIM115 - closed in wait()
+        try:
+            proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=err)
+        except FileNotFoundError:
+            err.close()
+            raise ToolError(f"{label}: command not found: {argv[0]}") from None
+        self.procs.append((label, proc, err))
+        return proc
+
+    def kill(self):
+        for _, proc, _ in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+
+    def wait(self):
+        """Wait for all; raise ToolError naming the first failed stage."""
+        failures = []
+        for label, proc, err in self.procs:
+            rc = proc.wait()
+            err.seek(0)
+            text = err.read().decode(errors="replace").strip()
+            err.close()
+            if rc != 0:
+                failures.append(f"{label} exited {rc}" + (f": {text[-600:]}" if text else ""))
+        self.procs = []
+        if failures:
+            raise ToolError("; ".join(failures))
+
+
+def feed_file(path: str, dest, hasher, counter: list, errors: list) -> threading.Thread:
+    """Copy a file into a pipe in a thread, hashing it on the way."""
+
+    def run():
+        try:
+            with open(path, "rb") as src:
+                while chunk := src.read(CHUNK):
+                    hasher.update(chunk)
+                    counter[0] += len(chunk)
+                    dest.write(chunk)
+        except BrokenPipeError:
+            errors.append("reader closed the pipe early")
+        except OSError as exc:
+            errors.append(str(exc))
+        finally:
+            with contextlib.suppress(OSError):
+                dest.close()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def run_in_db(cfg: dict, argv: list, stdin_text: str | None = None) -> str:
+    """Run a program inside the db container; return stdout; raise on non-zero."""
+    try:
+        res = subprocess.run(cfg["exec_prefix"] + argv, input=(stdin_text or "").encode(),
+                             capture_output=True, check=False)
+    except FileNotFoundError:
+        raise ToolError(f"command not found: {cfg['exec_prefix'][0]}") from None
+    if res.returncode != 0:
+        raise ToolError(f"{argv[0]} in the db container exited {res.returncode}: "
+                        f"{res.stderr.decode(errors='replace').strip()[-600:]}")
+    return res.stdout.decode()
+
+
+def psql(cfg: dict, sql: str, db: str | None = None) -> list[list[str]]:
+    out = run_in_db(cfg, ["psql", "-X", "-q", "-At", "-F", "\t", "-v", "ON_ERROR_STOP=1",
+                          "-U", cfg["db_user"], "-d", db or cfg["db_name"], "-f", "-"], sql)
+    return [line.split("\t") for line in out.splitlines() if line]
+
+
+def sql_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def sql_ident(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"'
+
+
+# ---------------------------------------------------------------- dump inspection
+
+
+def count_copy_rows(stream) -> dict:
+    """Read plain SQL dump text; return per-table COPY row counts and completeness."""
+    counts: dict[str, int] = {}
+    table = None
+    complete = False
+    nbytes = 0
+    for line in stream:
+        nbytes += len(line)
+        if table is not None:
+            if line == b"\\.\n":
+                table = None
+            else:
+                counts[table] += 1
+        elif line.startswith(b"COPY ") and line.rstrip().endswith(b"FROM stdin;"):
+            head = line[5:].decode(errors="replace")
+            table = head.split(" (", 1)[0].split(" FROM", 1)[0].strip()
+            counts.setdefault(table, 0)
+        elif line.startswith(b"-- PostgreSQL database dump complete"):
+            complete = True
+    return {"row_counts": counts, "complete": complete and table is None,
+            "sql_bytes": nbytes}
+
+
+def inspect_archive(cfg: dict, path: str, fmt: str, codec: str) -> dict:
+    """Read a backup end to end: sha256, decompression, archive readable, row counts."""
+    hasher = hashlib.sha256()
+    counter = [0]
+    errors: list = []
+    pipe = Pipeline()
+    try:
+        dec = pipe.start(f"{codec} -d", DECOMPRESS[codec], stdin=subprocess.PIPE)
+        feeder = feed_file(path, dec.stdin, hasher, counter, errors)
+        if fmt == "custom":
+            reader = pipe.start("pg_restore (read archive)",
+                                cfg["exec_prefix"] + ["pg_restore", "-f", "-"],
+                                stdin=dec.stdout)
+            dec.stdout.close()
+            info = count_copy_rows(reader.stdout)
+        else:
+            info = count_copy_rows(dec.stdout)
+        feeder.join()
+        pipe.wait()
+    except BaseException:
+        pipe.kill()
+        raise
+    if errors:
+        raise ToolError(f"reading {path}: {errors[0]}")
+    if not info["complete"]:
+        raise ToolError(f"{path}: dump is incomplete (no end-of-dump marker)")
+    info["sha256"] = hasher.hexdigest()
+    info["size_bytes"] = counter[0]
+    return info
+
+
+# -------------------------------------------------------------------- inventory
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: str, text: str, mode: int = 0o600) -> None:
+    d = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.rename(tmp, path)
+        fsync_dir(d)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_manifest(path: str) -> dict | None:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+        return data if isinstance(data, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def scan(backup_dir: str) -> list[dict]:
+    """Classify every file in the backup dir: verified, legacy, unverified, partial."""
+    try:
+        names = os.listdir(backup_dir)
+    except FileNotFoundError:
+        raise ToolError(f"backup dir {backup_dir} does not exist (the role creates it)",
+                        EXIT_USAGE) from None
+    entries = []
+    manifests = {}
+    for name in names:
+        m = MANIFEST_RE.match(name)
+        if m:
+            manifests[name[:-5]] = os.path.join(backup_dir, name)
+    seen = set()
+    for name in sorted(names):
+        info = parse_name(name)
+        if not info:
+            continue
+        path = os.path.join(backup_dir, name)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            continue
+        entry = {"id": info["id"], "file": name, "path": path, "format": info["format"],
+                 "codec": info["codec"], "size_bytes": st.st_size, "mtime": st.st_mtime,
+                 "time": info["name_time"], "flags": []}
+        if info["partial"]:
+            entry.update(kind="partial", time=st.st_mtime)
+            entries.append(entry)
+            continue
+        seen.add(info["id"])
+        man = read_manifest(manifests[info["id"]]) if info["id"] in manifests else None
+        if man is None:
+            if info["ext"] == "sql.gz":
+                # The manual's own file: restorable, never counted, age from mtime.
+                entry.update(kind="legacy", time=st.st_mtime)
+            else:
+                entry.update(kind="unverified", time=st.st_mtime)
+                entry["flags"].append("no manifest")
+        elif (man.get("verified") is True and man.get("file") == name
+              and man.get("size_bytes") == st.st_size and man.get("sha256")):
+            entry.update(kind="verified", manifest=man, sha256=man["sha256"],
+                         tag=man.get("tag"))
+            try:
+                entry["time"] = parse_iso(man["created_utc"])
+            except (KeyError, ValueError):
+                entry["flags"].append("manifest time unreadable; name time used")
+        else:
+            entry.update(kind="unverified", time=st.st_mtime)
+            entry["flags"].append(f"manifest does not match the file (size {st.st_size}, "
+                                  f"manifest says {man.get('size_bytes')})")
+        entries.append(entry)
+    for bid, mpath in manifests.items():
+        if bid not in seen:  # manifest whose data file is gone
+            st = os.stat(mpath)
+            entries.append({"id": bid, "file": os.path.basename(mpath), "path": mpath,
+                            "kind": "unverified", "time": st.st_mtime, "mtime": st.st_mtime,
+                            "size_bytes": 0, "flags": ["manifest without data file"],
+                            "orphan_manifest": True})
+    entries.sort(key=lambda e: (e["time"], e["id"]), reverse=True)
+    return entries
+
+
+def public(entry: dict, now: float) -> dict:
+    out = {k: v for k, v in entry.items() if k not in ("manifest", "mtime")}
+    out["created_utc"] = iso(entry["time"])
+    out["age_seconds"] = int(now - entry["time"])
+    out["age_days"] = round((now - entry["time"]) / DAY, 2)
+    if entry["time"] > now + SKEW_TOLERANCE:
+        out["flags"] = entry["flags"] + ["future-dated"]
+    return out
+
+
+def find_backup(cfg: dict, ref: str | None, usable_only: bool = True) -> dict:
+    """A backup by id, file name or path (legacy allowed); default: newest verified."""
+    entries = scan(cfg["backup_dir"])
+    if ref:
+        if os.sep in ref:
+            ref = os.path.basename(ref)
+        for e in entries:
+            if ref in (e["id"], e["file"]) and not e.get("orphan_manifest"):
+                if usable_only and e["kind"] in ("partial", "unverified"):
+                    raise ToolError(f"{ref} is {e['kind']} ({', '.join(e['flags']) or 'partial'})"
+                                    ": not restorable")
+                return e
+        raise ToolError(f"backup {ref} not found in {cfg['backup_dir']}")
+    for e in entries:
+        if e["kind"] == "verified" and e["time"] <= time.time() + SKEW_TOLERANCE:
+            return e
+    raise ToolError(f"no verified backup in {cfg['backup_dir']}")
+
+
+# ------------------------------------------------------------------------ backup
+
+
+def pick_codec(cfg: dict) -> str:
+    if cfg["format"] == "sql_gz":
+        return "gzip"
+    if cfg["codec"] == "auto":
+        return "zstd" if shutil.which("zstd") else "gzip"
+    return cfg["codec"]
+
+
+def new_id(backup_dir: str, now: float) -> str:
+    base = dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y%m%d_%H%M%S")
+    taken = {parse_name(n)["id"] for n in os.listdir(backup_dir) if parse_name(n)}
+    taken |= {n[:-5] for n in os.listdir(backup_dir) if MANIFEST_RE.match(n)}
+    bid, seq = base, 0
+    while bid in taken:
+        seq += 1
+        bid = f"{base}_{seq}"
+    return bid
+
+
+def check_free_space(cfg: dict, db_size: int) -> dict:
+    st = os.statvfs(cfg["backup_dir"])
+    free = st.f_bavail * st.f_frsize
+    need = int(db_size * float(cfg["size_ratio"])) + int(cfg["min_free_bytes"])
+    if free < need:
+        raise ToolError(f"not enough free space in {cfg['backup_dir']}: {free} bytes free, "
+                        f"need {need} (database {db_size} x ratio {cfg['size_ratio']} + "
+                        f"minimum {cfg['min_free_bytes']})")
+    return {"free_bytes": free, "needed_bytes": need}
+
+
+def do_backup(cfg: dict, tag: str | None = None) -> dict:
+    started = time.time()
+    bdir = cfg["backup_dir"]
+    if not os.path.isdir(bdir):
+        raise ToolError(f"backup dir {bdir} does not exist (the role creates it)", EXIT_USAGE)
+    fmt = cfg["format"]
+    codec = pick_codec(cfg)
+    if not shutil.which(DECOMPRESS[codec][0]):
+        raise ToolError(f"{codec} is not installed on the host")
+    rows = psql(cfg, "SELECT current_setting('server_version'), "
+                     "pg_database_size(current_database());")
+    server_version, db_size = rows[0][0], int(rows[0][1])
+    space = check_free_space(cfg, db_size)
+    bid = new_id(bdir, started)
+    ext = "sql.gz" if fmt == "sql_gz" else ("dump.zst" if codec == "zstd" else "dump.gz")
+    final = os.path.join(bdir, f"{bid}.{ext}")
+    partial = final + ".partial"
+    if fmt == "sql_gz":  # exactly the manual's: pg_dump -U postgres backup_mgmt | gzip
+        dump_argv = ["pg_dump", "-U", cfg["db_user"], cfg["db_name"]]
+        comp_argv = ["gzip"]
+    else:
+        dump_argv = ["pg_dump", "-U", cfg["db_user"], "-Fc", "-Z0", cfg["db_name"]]
+        comp_argv = (["zstd", f"-{int(cfg['zstd_level'])}", "-T0", "-q", "-c"]
+                     if codec == "zstd" else ["gzip", "-1", "-c"])
+    log(f"backup {bid}: dumping {cfg['db_name']} ({db_size} bytes) as {fmt}/{codec}")
+    pipe = Pipeline()
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        try:
+            dump = pipe.start("pg_dump", cfg["exec_prefix"] + dump_argv,
+                              stdin=subprocess.DEVNULL)
+            pipe.start(comp_argv[0], comp_argv, stdin=dump.stdout, stdout=fd)
+            dump.stdout.close()
+            pipe.wait()
+        except BaseException:
+            pipe.kill()
+            raise
+        os.fsync(fd)
+        os.close(fd)
+        fd = None
+        dumped = time.time()
+        size = os.path.getsize(partial)
+        if size < int(cfg["min_backup_bytes"]):
+            raise ToolError(f"dump is only {size} bytes: not a sane backup")
+        log(f"backup {bid}: verifying {size} bytes")
+        info = inspect_archive(cfg, partial, fmt, codec)
+        if info["size_bytes"] != size:
+            raise ToolError("file changed while it was verified")
+        os.rename(partial, final)
+        fsync_dir(bdir)
+    except BaseException:
+        if fd is not None:
+            os.close(fd)
+        if os.path.exists(partial):
+            os.unlink(partial)
+            log(f"backup {bid}: removed {partial}")
+        raise
+    finished = time.time()
+    manifest = {
+        "id": bid, "file": os.path.basename(final), "tag": tag, "verified": True,
+        "created_utc": iso(started), "finished_utc": iso(finished),
+        "database": cfg["db_name"], "server_version": server_version,
+        "format": fmt, "codec": codec, "size_bytes": size, "sha256": info["sha256"],
+        "db_size_bytes": db_size, "sql_bytes": info["sql_bytes"],
+        "duration_seconds": round(finished - started, 3),
+        "dump_seconds": round(dumped - started, 3),
+        "verify_seconds": round(finished - dumped, 3),
+        "row_counts": info["row_counts"], "row_counts_source": "dump COPY data",
+        "host": socket.gethostname(), "tool_version": TOOL_VERSION,
+    }
+    write_atomic(os.path.join(bdir, f"{bid}.json"), json.dumps(manifest, indent=2) + "\n")
+    log(f"backup {bid}: verified, sha256 {info['sha256']}")
+    return {"ok": True, "id": bid, "path": final, **{k: manifest[k] for k in (
+        "tag", "sha256", "size_bytes", "duration_seconds", "format", "codec",
+        "server_version", "created_utc")}, "tables": len(info["row_counts"]),
+        "rows": sum(info["row_counts"].values()), "space": space}
+
+
+def do_prune(cfg: dict, now: float, dry_run: bool = False) -> dict:
+    entries = scan(cfg["backup_dir"])
+    decisions = choose_retained(entries, now, cfg["keep_days"], cfg["keep_min"],
+                                cfg["prune_legacy"], cfg["partial_max_age_seconds"])
+    by_id = {}
+    for e in entries:
+        by_id.setdefault(e["id"], []).append(e)
+    deleted = []
+    for d in decisions:
+        if d["action"] != "delete":
+            continue
+        deleted.append(d["id"])
+        if dry_run:
+            continue
+        for e in by_id[d["id"]]:
+            if e["kind"] != d["kind"]:
+                continue
+            # Data file first, manifest last: a crash leaves an orphan manifest,
+            # which the next run removes, never a "verified" file without data.
+            if os.path.exists(e["path"]):
+                os.unlink(e["path"])
+            man = os.path.join(cfg["backup_dir"], f"{e['id']}.json")
+            if e["kind"] in ("verified", "unverified") and os.path.exists(man):
+                os.unlink(man)
+        log(f"prune: deleted {d['id']} ({d['reason']})")
+    if deleted and not dry_run:
+        fsync_dir(cfg["backup_dir"])
+    return {"deleted": deleted, "dry_run": dry_run, "decisions": decisions,
+            "future_dated": [d["id"] for d in decisions if d["future"]]}
+
+
+def write_textfile(cfg: dict, now: float, run_ok: bool) -> str | None:
+    tdir = cfg.get("textfile_dir")
+    if not tdir or not os.path.isdir(tdir):
+        return None
+    entries = scan(cfg["backup_dir"])
+    verified = [e for e in entries if e["kind"] == "verified"]
+    last = verified[0]["manifest"] if verified else {}
+    lines = [
+        "# HELP bmops_backup_last_success_timestamp_seconds End of the newest verified backup.",
+        "# TYPE bmops_backup_last_success_timestamp_seconds gauge",
+        f"bmops_backup_last_success_timestamp_seconds "
+        f"{parse_iso(last['finished_utc']) if last else 0:.0f}",
+        "# HELP bmops_backup_last_size_bytes Size of the newest verified backup.",
+        "# TYPE bmops_backup_last_size_bytes gauge",
+        f"bmops_backup_last_size_bytes {last.get('size_bytes', 0)}",
+        "# HELP bmops_backup_last_duration_seconds Duration of the newest verified backup.",
+        "# TYPE bmops_backup_last_duration_seconds gauge",
+        f"bmops_backup_last_duration_seconds {last.get('duration_seconds', 0)}",
+        "# HELP bmops_backup_verified_count Verified backups on disk.",
+        "# TYPE bmops_backup_verified_count gauge",
+        f"bmops_backup_verified_count {len(verified)}",
+        "# HELP bmops_backup_last_run_success 1 if the last backup run succeeded.",
+        "# TYPE bmops_backup_last_run_success gauge",
+        f"bmops_backup_last_run_success {1 if run_ok else 0}",
+        "# HELP bmops_backup_last_run_timestamp_seconds Time of the last backup run.",
+        "# TYPE bmops_backup_last_run_timestamp_seconds gauge",
+        f"bmops_backup_last_run_timestamp_seconds {now:.0f}",
+    ]
+    path = os.path.join(tdir, "bmops_backup.prom")
+    write_atomic(path, "\n".join(lines) + "\n", 0o644)
+    return path
+
+
+# ----------------------------------------------------------------------- restore
+
+
+def scratch_name(cfg: dict, purpose: str) -> str:
+    return f"{cfg['scratch_prefix']}_{purpose}"
+
+
+def check_scratch_name(cfg: dict, name: str) -> None:
+    if not re.fullmatch(r"[a-z0-9_]{1,63}", name) or not name.startswith(
+            cfg["scratch_prefix"] + "_"):
+        raise ToolError(f"refusing to touch database {name!r}: scratch databases must be "
+                        f"named {cfg['scratch_prefix']}_*", EXIT_USAGE)
+
+
+def verify_entry(cfg: dict, entry: dict) -> dict:
+    """Full check: checksum against the manifest, then read the archive end to end."""
+    if entry["kind"] not in ("verified", "legacy"):
+        raise ToolError(f"{entry['file']} is {entry['kind']}: {', '.join(entry['flags'])}")
+    info = inspect_archive(cfg, entry["path"], entry["format"], entry["codec"])
+    result = {"id": entry["id"], "file": entry["file"], "kind": entry["kind"],
+              "sha256": info["sha256"], "size_bytes": info["size_bytes"],
+              "row_counts": info["row_counts"]}
+    if entry["kind"] == "verified":
+        man = entry["manifest"]
+        if info["sha256"] != man["sha256"]:
+            raise ToolError(f"{entry['file']}: sha256 {info['sha256']} does not match the "
+                            f"manifest ({man['sha256']}): the file is corrupt")
+        if info["row_counts"] != man.get("row_counts", info["row_counts"]):
+            raise ToolError(f"{entry['file']}: row counts differ from the manifest")
+    return result
+
+
+def sha256_only(entry: dict) -> None:
+    h = hashlib.sha256()
+    with open(entry["path"], "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            h.update(chunk)
+    if entry["kind"] == "verified" and h.hexdigest() != entry["manifest"]["sha256"]:
+        raise ToolError(f"{entry['file']}: sha256 does not match the manifest: corrupt file")
+
+
+def restore_into(cfg: dict, entry: dict, target: str) -> dict:
+    """Create ``target`` afresh and load the backup into it; errors are fatal."""
+    check_scratch_name(cfg, target)
+    started = time.time()
+    sha256_only(entry)  # before anything is touched
+    psql(cfg, f"DROP DATABASE IF EXISTS {sql_ident(target)} WITH (FORCE);", db="postgres")
+    psql(cfg, f"CREATE DATABASE {sql_ident(target)};", db="postgres")
+    user = cfg["db_user"]
+    pipe = Pipeline()
+    errors: list = []
+    try:
+        dec = pipe.start(f"{entry['codec']} -d", DECOMPRESS[entry["codec"]],
+                         stdin=subprocess.PIPE)
+        feeder = feed_file(entry["path"], dec.stdin, hashlib.sha256(), [0], errors)
+        if entry["format"] == "sql_gz":
+            argv = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction",
+                    "-U", user, "-d", target, "-o", "/dev/null"]
+            pipe.start("psql (restore)", cfg["exec_prefix"] + argv,
+                                stdin=dec.stdout, stdout=subprocess.DEVNULL)
+        elif cfg["restore_jobs"] > 1:
+            # pg_restore -j needs a seekable file: stage it inside the container.
+            tmp = f"/tmp/{target}.dump"
+            pipe.start("stage archive", cfg["exec_prefix"] + [
+                "sh", "-c", 'umask 077 && cat > "$1"', "sh", tmp],
+                stdin=dec.stdout, stdout=subprocess.DEVNULL)
+        else:
+            pipe.start("pg_restore", cfg["exec_prefix"] + [
+                "pg_restore", "--exit-on-error", "-U", user, "-d", target],
+                stdin=dec.stdout, stdout=subprocess.DEVNULL)
+        dec.stdout.close()
+        feeder.join()
+        pipe.wait()
+    except BaseException:
+        pipe.kill()
+        raise
+    if errors:
+        raise ToolError(f"reading {entry['path']}: {errors[0]}")
+    if entry["format"] == "custom" and cfg["restore_jobs"] > 1:
+        tmp = f"/tmp/{target}.dump"
+        try:
+            run_in_db(cfg, ["pg_restore", "--exit-on-error", "-j", str(cfg["restore_jobs"]),
+                            "-U", user, "-d", target, tmp])
+        finally:
+            run_in_db(cfg, ["rm", "-f", tmp])
+    counts = compare_counts(cfg, entry, target)
+    return {"ok": counts["match"], "id": entry["id"], "file": entry["file"],
+            "database": target, "duration_seconds": round(time.time() - started, 3),
+            **counts}
+
+
+def compare_counts(cfg: dict, entry: dict, target: str) -> dict:
+    if entry["kind"] == "verified" and "row_counts" in entry["manifest"]:
+        expected = entry["manifest"]["row_counts"]
+    else:  # legacy dump: counts from the file itself
+        expected = inspect_archive(cfg, entry["path"], entry["format"],
+                                   entry["codec"])["row_counts"]
+    actual = {}
+    if expected:
+        union = " UNION ALL ".join(
+            f"SELECT {sql_literal(t)}, count(*) FROM {t}" for t in sorted(expected))
+        actual = {r[0]: int(r[1]) for r in psql(cfg, union + ";", db=target)}
+    diff = {t: {"expected": n, "actual": actual.get(t)} for t, n in expected.items()
+            if actual.get(t) != n}
+    return {"match": not diff, "tables": len(expected), "rows": sum(expected.values()),
+            "mismatches": diff}
+
+
+def drop_db(cfg: dict, name: str) -> None:
+    check_scratch_name(cfg, name)
+    psql(cfg, f"DROP DATABASE IF EXISTS {sql_ident(name)} WITH (FORCE);", db="postgres")
+
+
+def do_swap(cfg: dict, scratch: str, keep_old: int) -> dict:
+    """Rename live -> <prefix>_old_<ts>, scratch -> live, in one transaction."""
+    check_scratch_name(cfg, scratch)
+    live = cfg["db_name"]
+    old = scratch_name(cfg, "old_" + dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S"))
+    exists = psql(cfg, f"SELECT count(*) FROM pg_database WHERE datname = "
+                       f"{sql_literal(scratch)};", db="postgres")
+    if exists[0][0] != "1":
+        raise ToolError(f"scratch database {scratch} does not exist: nothing to swap in")
+    sql = f"""
+ALTER DATABASE {sql_ident(live)} ALLOW_CONNECTIONS false;
+SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+ WHERE datname IN ({sql_literal(live)}, {sql_literal(scratch)}) AND pid <> pg_backend_pid();
+BEGIN;
+ALTER DATABASE {sql_ident(live)} RENAME TO {sql_ident(old)};
+ALTER DATABASE {sql_ident(scratch)} RENAME TO {sql_ident(live)};
+COMMIT;
+ALTER DATABASE {sql_ident(live)} ALLOW_CONNECTIONS true;
+ALTER DATABASE {sql_ident(old)} ALLOW_CONNECTIONS true;
+"""
+    try:
+        psql(cfg, sql, db="postgres")
+    except ToolError:
+        psql(cfg, f"ALTER DATABASE {sql_ident(live)} ALLOW_CONNECTIONS true;", db="postgres")
+        raise
+    dropped = prune_old_dbs(cfg, keep_old)
+    return {"ok": True, "database": live, "old_database": old, "dropped_old": dropped}
+
+
+def prune_old_dbs(cfg: dict, keep: int) -> list:
+    pattern = cfg["scratch_prefix"].replace("_", r"\_") + r"\_old\_%"
+    rows = psql(cfg, f"SELECT datname FROM pg_database WHERE datname LIKE "
+                     f"{sql_literal(pattern)} ORDER BY datname DESC;", db="postgres")
+    dropped = []
+    for (name,) in rows[keep:]:
+        drop_db(cfg, name)
+        dropped.append(name)
+    return dropped
+
+
+# ---------------------------------------------------------------------- commands
+
+
+def cmd_backup(cfg, args):
+    if args.format:
+        cfg["format"] = args.format
+    now = time.time()
+    try:
+        with LockSession(cfg, "backup", args.lock_token):
+            result = do_backup(cfg, tag=args.tag)
+            if not args.no_prune:
+                pr = do_prune(cfg, time.time())
+                result["pruned"] = pr["deleted"]
+                result["future_dated"] = pr["future_dated"]
+    except ToolError as exc:
+        if exc.code == EXIT_FAIL:
+            try:
+                write_textfile(cfg, now, False)
+            except (OSError, ToolError) as texc:
+                log(f"cannot write textfile: {texc}")
+        raise
+    result["textfile"] = write_textfile(cfg, time.time(), True)
+    return result
+
+
+def cmd_verify(cfg, args):
+    entries = scan(cfg["backup_dir"])
+    if args.all:
+        targets = [e for e in entries if e["kind"] in ("verified", "legacy")]
+    else:
+        targets = [find_backup(cfg, args.ref, usable_only=False)]
+    results, failed = [], []
+    for e in targets:
+        try:
+            results.append({"ok": True, **verify_entry(cfg, e)})
+        except ToolError as exc:
+            failed.append(e["id"])
+            results.append({"ok": False, "id": e["id"], "file": e["file"], "error": str(exc)})
+    for r in results:
+        r.pop("row_counts", None)
+    out = {"ok": not failed, "verified": results, "failed": failed}
+    if failed:
+        raise _fail_with(out, f"verification failed: {', '.join(failed)}")
+    return out
+
+
+def _fail_with(payload: dict, message: str) -> ToolError:
+    err = ToolError(message)
+    err.payload = payload
+    return err
+
+
+def cmd_list(cfg, args):
+    now = time.time()
+    entries = [public(e, now) for e in scan(cfg["backup_dir"])]
+    if not args.all:
+        entries = [e for e in entries if e["kind"] in ("verified", "legacy")]
+    return {"ok": True, "backup_dir": cfg["backup_dir"], "backups": entries,
+            "verified_count": sum(1 for e in entries if e["kind"] == "verified")}
+
+
+def cmd_prune(cfg, args):
+    with LockSession(cfg, "prune", args.lock_token):
+        return {"ok": True, **do_prune(cfg, time.time(), dry_run=args.dry_run)}
+
+
+def cmd_restore_test(cfg, args):
+    with LockSession(cfg, "restore-test", args.lock_token):
+        entry = find_backup(cfg, args.ref)
+        target = scratch_name(cfg, "restore_test")
+        try:
+            result = restore_into(cfg, entry, target)
+        finally:
+            drop_db(cfg, target)
+    result["scratch_dropped"] = True
+    if not result["ok"]:
+        raise _fail_with(result, f"restore test of {entry['id']}: row counts differ")
+    return result
+
+
+def cmd_restore(cfg, args):
+    with LockSession(cfg, "restore", args.lock_token):
+        entry = find_backup(cfg, args.ref)
+        target = args.scratch or scratch_name(cfg, "restore")
+        try:
+            result = restore_into(cfg, entry, target)
+        except BaseException:
+            drop_db(cfg, target)
+            raise
+        if not result["ok"]:
+            drop_db(cfg, target)
+            raise _fail_with(result, f"restore of {entry['id']}: row counts differ; "
+                                     "scratch database dropped, live database untouched")
+        return result
+
+
+def cmd_check(cfg, args):
+    """Checksum-only check of one backup (what restore does before stopping anything)."""
+    entry = find_backup(cfg, args.ref)
+    sha256_only(entry)
+    return {"ok": True, "id": entry["id"], "file": entry["file"], "path": entry["path"],
+            "kind": entry["kind"], "format": entry["format"],
+            "sha256": entry.get("sha256"), "size_bytes": entry["size_bytes"],
+            "created_utc": iso(entry["time"])}
+
+
+def cmd_swap(cfg, args):
+    with LockSession(cfg, "swap", args.lock_token):
+        return do_swap(cfg, args.scratch or scratch_name(cfg, "restore"), args.keep_old)
+
+
+def cmd_drop_old(cfg, args):
+    with LockSession(cfg, "drop-old", args.lock_token):
+        return {"ok": True, "dropped": prune_old_dbs(cfg, args.keep)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bmops-backup", description=__doc__.split("\n")[0])
+    p.add_argument("--config", default=os.environ.get("BMOPS_BACKUP_CONFIG", DEFAULT_CONFIG))
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_token(sp):
+        sp.add_argument("--lock-token", default=os.environ.get("BMOPS_LOCK_TOKEN"),
+                        help="token from 'lock acquire' (env BMOPS_LOCK_TOKEN)")
+        return sp
+
+    b = with_token(sub.add_parser("backup", help="dump, verify, prune, write textfile"))
+    b.add_argument("--tag", help="label stored in the manifest (e.g. safety)")
+    b.add_argument("--format", choices=["custom", "sql_gz"])
+    b.add_argument("--no-prune", action="store_true")
+    b.set_defaults(func=cmd_backup)
+    v = sub.add_parser("verify", help="full verification (checksum + archive read)")
+    v.add_argument("ref", nargs="?", help="backup id, file name or path (default: latest)")
+    v.add_argument("--all", action="store_true")
+    v.set_defaults(func=cmd_verify)
+    c = sub.add_parser("check", help="checksum-only check of one backup")
+    c.add_argument("ref", nargs="?")
+    c.set_defaults(func=cmd_check)
+    ls = sub.add_parser("list", help="verified and legacy backups as JSON")
+    ls.add_argument("--all", action="store_true", help="include partial/unverified")
+    ls.set_defaults(func=cmd_list)
+    pr = with_token(sub.add_parser("prune", help="apply retention only"))
+    pr.add_argument("--dry-run", action="store_true")
+    pr.set_defaults(func=cmd_prune)
+    rt = with_token(sub.add_parser("restore-test", help="restore into scratch, compare, drop"))
+    rt.add_argument("ref", nargs="?")
+    rt.set_defaults(func=cmd_restore_test)
+    r = with_token(sub.add_parser("restore", help="restore a backup into a scratch database"))
+    r.add_argument("ref", nargs="?")
+    r.add_argument("--into-scratch", dest="scratch", metavar="NAME", nargs="?", const=None)
+    r.set_defaults(func=cmd_restore)
+    s = with_token(sub.add_parser("swap", help="make the scratch database the live one"))
+    s.add_argument("--scratch", metavar="NAME")
+    s.add_argument("--keep-old", type=int, default=1, help="old databases to keep")
+    s.set_defaults(func=cmd_swap)
+    d = with_token(sub.add_parser("drop-old", help="drop old databases kept by swap"))
+    d.add_argument("--keep", type=int, default=0)
+    d.set_defaults(func=cmd_drop_old)
+    lk = sub.add_parser("lock", help="hold the host lock across a playbook")
+    lk.add_argument("action", choices=["acquire", "release", "status"])
+    lk.add_argument("--owner", default="playbook")
+    lk.add_argument("--ttl", type=int, default=3600)
+    lk.add_argument("--token", default=os.environ.get("BMOPS_LOCK_TOKEN"))
+    lk.set_defaults(func=cmd_lock)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return EXIT_USAGE if exc.code else EXIT_OK
+
+    def on_term(signum, _frame):
+        raise ToolError(f"interrupted by signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    try:
+        cfg = load_config(args.config)
+        result = args.func(cfg, args)
+    except ToolError as exc:
+        log(f"ERROR: {exc}")
+        payload = getattr(exc, "payload", {})
+        print(json.dumps({**payload, "ok": False, "error": str(exc), "exit_code": exc.code}))
+        return exc.code
+    except OSError as exc:
+        log(f"ERROR: {exc}")
+        print(json.dumps({"ok": False, "error": str(exc), "exit_code": EXIT_FAIL}))
+        return EXIT_FAIL
+    print(json.dumps(result, indent=2))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
