@@ -1,0 +1,210 @@
+"""Fixtures for integration tests against real servers.
+
+``stack``: one managed host container (Debian 13, systemd, inner Docker), made
+the way the demo and Molecule make it (tests/harness/hosts.py), converged with
+``playbooks/site.yml`` through ansible-runner (as AWX runs it), shared by every
+test of the session. ``smtp_sink``: a real SMTP server that keeps each mail.
+
+Set BMOPS_KEEP=1 to keep the containers after the run (for debugging).
+"""
+
+from __future__ import annotations
+
+import email
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "harness"))
+
+import hosts  # noqa: E402
+
+STACK_HOST = os.environ.get("BMOPS_IT_HOST", "bmops-it-stack")
+NETWORK = "bmops-it"
+SMTP_NAME = f"{STACK_HOST}-smtp"
+KEEP = os.environ.get("BMOPS_KEEP") == "1"
+
+
+def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check)
+
+
+def require_image(image: str) -> None:
+    if docker("image", "inspect", image, check=False).returncode != 0:
+        pytest.fail(f"image {image} is missing: run `make images` first", pytrace=False)
+
+
+@dataclass
+class RunResult:
+    """What one playbook run through ansible-runner produced."""
+
+    rc: int
+    status: str
+    events: list[dict[str, Any]]
+    stdout: str
+    artifact_data: dict[str, Any] = field(default_factory=dict)
+
+    def failed_tasks(self) -> list[dict[str, Any]]:
+        return [e["event_data"] for e in self.events
+                if e.get("event") in ("runner_on_failed", "runner_on_unreachable")
+                and not e["event_data"].get("ignore_errors")]
+
+    def changed_tasks(self) -> list[str]:
+        return [e["event_data"].get("task", "") for e in self.events
+                if e.get("event") == "runner_on_ok"
+                and (e["event_data"].get("res") or {}).get("changed")]
+
+
+def run_playbook(playbook: str, inventory: Path, private_dir: Path,
+                 extravars: dict[str, Any] | None = None, verbosity: int = 0,
+                 cmdline: str | None = None, tags: str | None = None) -> RunResult:
+    """Run playbooks/<playbook>.yml the way AWX does and collect everything."""
+    import ansible_runner
+
+    private_dir.mkdir(parents=True, exist_ok=True)
+    result = ansible_runner.run(
+        private_data_dir=str(private_dir),
+        project_dir=str(ROOT),
+        playbook=f"playbooks/{playbook}.yml",
+        inventory=str(inventory),
+        extravars=extravars or {},
+        verbosity=verbosity,
+        cmdline=cmdline,
+        tags=tags,
+        envvars={"ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"},
+        quiet=True,
+        rotate_artifacts=0,
+    )
+    events = list(result.events)
+    artifact_data: dict[str, Any] = {}
+    for ev in events:
+        if ev.get("event") == "playbook_on_stats":
+            artifact_data = ev["event_data"].get("artifact_data") or {}
+    return RunResult(rc=result.rc, status=result.status, events=events,
+                     stdout=result.stdout.read(), artifact_data=artifact_data)
+
+
+@dataclass
+class Stack:
+    """The converged host and how to run procedures against it."""
+
+    host: str
+    inventory: Path
+    workdir: Path
+    runs: int = 0
+
+    def run(self, playbook: str, **kwargs: Any) -> RunResult:
+        self.runs += 1
+        return run_playbook(playbook, self.inventory,
+                            self.workdir / f"run{self.runs:03d}-{playbook}", **kwargs)
+
+    def sh(self, script: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Run a shell script on the managed host (as root)."""
+        return docker("exec", self.host, "sh", "-ec", script, check=check)
+
+    def compose(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return docker("exec", "-w", "/opt/backup-mgmt", self.host, "docker", "compose", *args,
+                      check=check)
+
+    def psql(self, sql: str) -> str:
+        """Run SQL in the application database inside the db container."""
+        proc = self.compose("exec", "-T", "db", "psql", "-U", "postgres", "-d", "backup_mgmt",
+                            "-Atqc", sql)
+        return proc.stdout.strip()
+
+
+def write_inventory(directory: Path, host: str) -> Path:
+    """An inventory for HOST that reuses the demo group_vars (one source)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "hosts.yml").write_text(
+        "all:\n  children:\n    bm_app:\n      hosts:\n"
+        f"        {host}:\n"
+        "          ansible_connection: community.docker.docker\n"
+        "          ansible_python_interpreter: /usr/bin/python3\n",
+        encoding="utf-8",
+    )
+    link = directory / "group_vars"
+    if not link.exists():
+        link.symlink_to(ROOT / "inventory" / "demo" / "group_vars")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def it_network():
+    if docker("network", "inspect", NETWORK, check=False).returncode != 0:
+        docker("network", "create", NETWORK)
+    yield NETWORK
+    if not KEEP:
+        docker("network", "rm", NETWORK, check=False)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory, it_network) -> Stack:
+    """A managed host converged with site.yml (shared by the whole session)."""
+    require_image("bmops/host:trixie")
+    try:
+        hosts.up(STACK_HOST, network=it_network)
+    except hosts.HostError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    workdir = tmp_path_factory.mktemp("stack")
+    inventory = write_inventory(workdir / "inventory", STACK_HOST)
+    st = Stack(STACK_HOST, inventory, workdir)
+    result = st.run("site")
+    if result.rc != 0:
+        pytest.fail(f"site.yml did not converge on {STACK_HOST} (rc={result.rc}):\n"
+                    + result.stdout[-4000:], pytrace=False)
+    yield st
+    if not KEEP:
+        hosts.down(STACK_HOST)
+
+
+@dataclass
+class SmtpSink:
+    name: str
+    ip: str
+    port: int = 25
+
+    def messages(self) -> list[email.message.Message]:
+        listing = docker("exec", self.name, "sh", "-c", "ls -1 /srv/mail/*.eml 2>/dev/null || true")
+        result = []
+        for path in sorted(listing.stdout.split()):
+            raw = docker("exec", self.name, "cat", path).stdout
+            result.append(email.message_from_string(raw))
+        return result
+
+    def clear(self) -> None:
+        docker("exec", self.name, "sh", "-c", "rm -f /srv/mail/*.eml")
+
+    def wait_for(self, count: int, timeout: float = 30.0) -> list[email.message.Message]:
+        deadline = time.monotonic() + timeout
+        while True:
+            msgs = self.messages()
+            if len(msgs) >= count or time.monotonic() > deadline:
+                return msgs
+            time.sleep(0.5)
+
+
+@pytest.fixture(scope="session")
+def smtp_sink(it_network) -> SmtpSink:
+    """A real SMTP server on the test network; every mail kept as a file."""
+    require_image("bmops/smtp-sink:latest")
+    docker("rm", "-f", SMTP_NAME, check=False)
+    docker("run", "-d", "--name", SMTP_NAME, "--network", it_network, "bmops/smtp-sink:latest")
+    ip = docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                SMTP_NAME).stdout.strip()
+    deadline = time.monotonic() + 30
+    while docker("inspect", "-f", "{{.State.Health.Status}}", SMTP_NAME).stdout.strip() \
+            != "healthy":
+        if time.monotonic() > deadline:
+            pytest.fail("the SMTP sink did not become healthy", pytrace=False)
+        time.sleep(0.5)
+    yield SmtpSink(SMTP_NAME, ip)
+    if not KEEP:
+        docker("rm", "-f", SMTP_NAME, check=False)
