@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: bmops contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Shared helpers for the bmops modules: PostgreSQL connection arguments,
@@ -8,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import re
 import traceback
 
 PSYCOPG_IMPORT_ERROR = None
@@ -60,14 +60,19 @@ def connection_kwargs(params, application_name='bmops'):
 
 def connect_error_message(params, exc):
     """A sentence an admin understands, with no password in it."""
-    reason = ' '.join(str(exc).split()) or exc.__class__.__name__
+    # psycopg: 'connection failed: connection to server at "h", port p failed: <reason>\n<hint>'
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reason = lines[0] if lines else exc.__class__.__name__
+    reason = re.sub(r'^connection failed:\s*', '', reason)
+    reason = re.sub(r'^connection to server at .*?, port \d+ failed:\s*', '', reason)
+    reason = reason.rstrip('.') or exc.__class__.__name__
     password = params.get('db_password')
     if password:
         reason = reason.replace(password, '********')
-    return ("Cannot connect to PostgreSQL at %s:%s as %s: %s. Check bm_db_password, "
-            "that the db container is running and that port %s is published on the host."
-            % (params['db_host'], params['db_port'], params['db_user'], reason,
-               params['db_port']))
+    host, port, user = params['db_host'], params['db_port'], params['db_user']
+    return (f'Cannot connect to PostgreSQL at {host}:{port} as {user}: {reason}. '
+            'Check bm_db_password, that the db container is running and that port '
+            f'{port} is published on the host.')
 
 
 def pg_connect(params, application_name='bmops'):
@@ -88,7 +93,7 @@ def jsonable(value):
         return int(value) if value == value.to_integral_value() else float(value)
     if isinstance(value, datetime.datetime):
         if value.tzinfo is None:
-            value = value.replace(tzinfo=datetime.timezone.utc)
+            value = value.replace(tzinfo=datetime.UTC)
         return value.isoformat()
     if isinstance(value, (datetime.date, datetime.time)):
         return value.isoformat()
@@ -106,7 +111,7 @@ def percent(part, whole, digits=1):
     return round(100.0 * float(part) / float(whole), digits)
 
 
-def short_error(exc, limit=300):
+def short_error(exc, limit=500):
     """One-line error text for result sections."""
     text = ' '.join(str(exc).split()) or exc.__class__.__name__
     return text[:limit]

@@ -1,0 +1,505 @@
+# Copyright: bmops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Threshold evaluation for the daily and weekly checks (pure functions).
+
+A check is a dict::
+
+    {metric, item, label, value, limit, op, unit, status: ok|warn|breach, message, notify}
+
+``op`` is the condition that must hold for the check to be ok (``value op limit``).
+``message`` names the metric, the value and the limit. ``notify`` asks for a mail
+(always for a breach; for a certificate from the warning window on, as the manual's
+section 6.2 wants a mail 30 days before expiry and an urgent one at 7 days).
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+
+STATUS_ORDER = {'ok': 0, 'warn': 1, 'breach': 2}
+
+# The manual's numbers (sections 1.1, 6.2) and the weekly review's.
+DAILY_DEFAULTS = dict(
+    ready_status=200,
+    success_rate_min=95,          # percent, ok when >=
+    success_rate_no_jobs='warn',  # status when no job finished in the window (rate undefined)
+    failed_jobs_max=0,
+    failed_jobs_status='breach',  # the manual says "0 is ideal": set to warn to relax
+    storage_used_max=80,          # percent, ok when <
+    error_logs_max=0,
+    error_logs_status='breach',
+    redis_ping_status='breach',
+    containers_status='breach',   # a project container not running, or unhealthy
+    cert_warn_days=30,
+    cert_urgent_days=7,
+)
+
+WEEKLY_DEFAULTS = dict(
+    dead_percent_max=20,            # per table, warn above
+    dead_min_tuples=1000,           # ignore small tables
+    cache_hit_min=99,               # percent, warn below
+    cache_hit_min_blocks=10000,     # ignore a cold cache
+    xid_age_warn=500000000,
+    xid_age_breach=1500000000,      # 70 % of the 2^31 horizon: act now
+    connections_used_max=80,        # percent of max_connections, warn above
+    long_query_seconds=300,         # warn when a query runs longer
+    unused_indexes_max=0,           # warn: review candidates
+    missing_indexes_max=0,          # warn: review candidates
+    security_updates_max=0,         # warn: pending security updates
+    security_updates_status='warn',
+    cert_warn_days=30,
+    cert_urgent_days=7,
+)
+
+_OPS = {
+    '>=': (lambda v, lim: v >= lim, 'is below the limit'),
+    '>': (lambda v, lim: v > lim, 'is at or below the limit'),
+    '<': (lambda v, lim: v < lim, 'is at or above the limit'),
+    '<=': (lambda v, lim: v <= lim, 'is above the limit'),
+    '==': (lambda v, lim: v == lim, 'is not the expected'),
+}
+
+
+def _fmt(value):
+    if isinstance(value, bool):
+        return 'yes' if value else 'no'
+    if isinstance(value, float):
+        return f'{value:.1f}' if round(value, 1) == value else f'{value:.2f}'
+    return str(value)
+
+
+def _with_unit(value, unit):
+    if unit == '%':
+        return f'{_fmt(value)} %'
+    return (f'{_fmt(value)} {unit}').strip()
+
+
+def make_check(metric, label, value, limit, op, unit='', item=None, fail_status='breach',
+               message=None, status=None):
+    """Compare value op limit; build the check with a message naming metric, value, limit."""
+    if op not in _OPS:
+        raise ValueError(f'unknown op {op!r}')
+    test, wording = _OPS[op]
+    name = label if item is None else f'{label} {item}'
+    if status is None:
+        status = fail_status if value is None else 'ok' if test(value, limit) else fail_status
+    if message is None:
+        if value is None:
+            message = f'{name} could not be measured (limit {op} {_with_unit(limit, unit)})'
+        elif status == 'ok':
+            message = (f'{name} {_with_unit(value, unit)} is within the limit '
+                       f'{op} {_with_unit(limit, unit)}')
+        else:
+            message = f'{name} {_with_unit(value, unit)} {wording} {_with_unit(limit, unit)}'
+    return dict(metric=metric, item=item, label=label, value=value, limit=limit, op=op,
+                unit=unit, status=status, message=message, notify=status == 'breach')
+
+
+def _thresholds(defaults, overrides):
+    merged = dict(defaults)
+    merged.update(dict((k, v) for k, v in (overrides or {}).items() if v is not None))
+    return merged
+
+
+def _section(facts, name):
+    """A section of the module result, or an error dict when missing."""
+    section = (facts or {}).get(name)
+    if section is None:
+        return {'error': f'section {name} was not gathered'}
+    return section
+
+
+def _unmeasured(metric, label, limit, op, unit, reason, item=None, status='breach'):
+    check = make_check(metric, label, None, limit, op, unit, item=item, fail_status=status)
+    check['message'] = '{} could not be measured (limit {} {}): {}'.format(
+        check['message'].split(' could not')[0], op, _with_unit(limit, unit), reason)
+    return check
+
+
+# ------------------------------------------------------------------ certificates
+def certificate_checks(certificates, warn_days=30, urgent_days=7):
+    """certificates: [{name or path, days_left}] → checks (warn ≤ warn_days, breach ≤ urgent)."""
+    checks = []
+    for cert in certificates or []:
+        item = cert.get('name') or cert.get('path') or 'certificate'
+        days = cert.get('days_left')
+        if days is None:
+            checks.append(_unmeasured('certificate_days_left', 'certificate', warn_days, '>',
+                                      'days', cert.get('error') or 'no expiry date', item=item))
+            continue
+        if days <= urgent_days:
+            status, urgency = 'breach', 'URGENT: '
+        elif days <= warn_days:
+            status, urgency = 'warn', ''
+        else:
+            status, urgency = 'ok', ''
+        if status == 'ok':
+            message = f'certificate {item} expires in {days} days (warning at {warn_days} days)'
+        else:
+            limit = urgent_days if status == 'breach' else warn_days
+            message = (f'{urgency}certificate {item} expires in {days} days, '
+                       f'at or below the limit {limit} days')
+        check = make_check('certificate_days_left', 'certificate', days, warn_days, '>',
+                           'days', item=item, status=status, message=message)
+        check['notify'] = status != 'ok'
+        checks.append(check)
+    return checks
+
+
+def certificates_from_info(results, now=None):
+    """Shape registered community.crypto.x509_certificate_info loop results into
+    [{name, path, not_after, days_left, error}]. ``now``: ISO 8601 string or datetime (UTC)."""
+    if now is None:
+        now = datetime.datetime.now(datetime.UTC)
+    elif isinstance(now, str):
+        now = datetime.datetime.fromisoformat(now.replace('Z', '+00:00'))
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=datetime.UTC)
+    out = []
+    for res in (results or {}).get('results', results or []):
+        path = res.get('item') if isinstance(res.get('item'), str) else res.get('path')
+        entry = dict(name=path, path=path, not_after=None, days_left=None, error=None)
+        if res.get('failed') or not res.get('not_after'):
+            entry['error'] = res.get('msg') or 'certificate could not be read'
+        else:
+            not_after = datetime.datetime.strptime(res['not_after'], '%Y%m%d%H%M%SZ').replace(
+                tzinfo=datetime.UTC)
+            entry['not_after'] = not_after.isoformat()
+            entry['days_left'] = int((not_after - now).total_seconds() // 86400)
+        out.append(entry)
+    return out
+
+
+# ------------------------------------------------------------------ daily
+def evaluate_daily(facts, thresholds=None, certificates=None):
+    """bm_health_info result (+ certificates) → list of checks (manual section 1.1)."""
+    t = _thresholds(DAILY_DEFAULTS, thresholds)
+    checks = []
+
+    health = _section(facts, 'health')
+    ready = health.get('ready') or {}
+    if ready.get('status') is None:
+        checks.append(_unmeasured('health_ready_status', 'GET /health/ready', t['ready_status'],
+                                  '==', '', ready.get('error') or health.get('error')
+                                  or 'no answer'))
+    else:
+        check = make_check('health_ready_status', 'GET /health/ready status', ready['status'],
+                           t['ready_status'], '==')
+        if check['status'] != 'ok' and isinstance(ready.get('json'), dict) \
+                and ready['json'].get('failed'):
+            check['message'] += ' (failed: {})'.format(', '.join(map(str, ready['json']['failed'])))
+        checks.append(check)
+
+    jobs = _section(facts, 'jobs')
+    if jobs.get('error'):
+        checks.append(_unmeasured('job_success_rate', 'job success rate', t['success_rate_min'],
+                                  '>=', '%', jobs['error']))
+        checks.append(_unmeasured('failed_jobs', 'failed jobs', t['failed_jobs_max'], '<=', '',
+                                  'see job success rate', status=t['failed_jobs_status']))
+    else:
+        window = jobs.get('window_hours', 24)
+        if not jobs.get('total'):
+            checks.append(make_check(
+                'job_success_rate', 'job success rate', None, t['success_rate_min'], '>=', '%',
+                status=t['success_rate_no_jobs'],
+                message=f'job success rate is undefined: no backup job finished in the last '
+                        f"{window} h (limit >= {_with_unit(t['success_rate_min'], '%')})"))
+        else:
+            checks.append(make_check('job_success_rate', 'job success rate',
+                                     jobs.get('success_rate'), t['success_rate_min'], '>=', '%'))
+        failed = make_check('failed_jobs', 'failed jobs', int(jobs.get('failed') or 0),
+                            t['failed_jobs_max'], '<=', fail_status=t['failed_jobs_status'])
+        names = [str(j.get('name') or j.get('id')) for j in jobs.get('failed_jobs') or []]
+        if failed['status'] != 'ok' and names:
+            failed['message'] += ' ({})'.format(', '.join(names[:5]))
+        checks.append(failed)
+
+    storage = _section(facts, 'storage')
+    measured = 0
+    for target in storage.get('targets') or []:
+        measured += 1
+        checks.append(make_check('storage_used_percent', 'storage', target.get('used_percent'),
+                                 t['storage_used_max'], '<', '%',
+                                 item=target.get('name') or target.get('path')))
+    for fs in storage.get('filesystems') or []:
+        measured += 1
+        checks.append(make_check('filesystem_used_percent', 'file system',
+                                 fs.get('used_percent'), t['storage_used_max'], '<', '%',
+                                 item=fs.get('path')))
+    if storage.get('error') and not measured:
+        checks.append(_unmeasured('storage_used_percent', 'storage', t['storage_used_max'], '<',
+                                  '%', storage['error']))
+    elif storage.get('error'):
+        checks.append(_unmeasured('storage_used_percent', 'storage', t['storage_used_max'], '<',
+                                  '%', storage['error'], item='targets'))
+
+    logs = _section(facts, 'logs')
+    services = logs.get('services') or {}
+    log_label = f"ERROR log lines ({logs.get('window_hours', 24)} h) of"
+    for service in sorted(services):
+        entry = services[service]
+        if entry.get('read_error') and not entry.get('lines'):
+            checks.append(_unmeasured('error_log_lines', log_label, t['error_logs_max'], '<=',
+                                      '', entry['read_error'], item=service,
+                                      status=t['error_logs_status']))
+            continue
+        checks.append(make_check('error_log_lines', log_label, int(entry.get('error') or 0),
+                                 t['error_logs_max'], '<=', item=service,
+                                 fail_status=t['error_logs_status']))
+    if not services and logs.get('error'):
+        checks.append(_unmeasured('error_log_lines', 'ERROR log lines', t['error_logs_max'],
+                                  '<=', '', logs['error'], status=t['error_logs_status']))
+
+    redis = (facts or {}).get('redis')
+    if redis is not None:
+        ok = bool(redis.get('ok'))
+        checks.append(make_check(
+            'redis_ping', 'Redis PING', 1 if ok else 0, 1, '==',
+            fail_status=t['redis_ping_status'],
+            message='Redis PING answered {}'.format(redis.get('response')) if ok else
+            'Redis PING failed (limit: PONG): %s' % (redis.get('error') or 'no answer')))
+
+    containers = (facts or {}).get('containers')
+    if containers is not None:
+        if containers.get('error'):
+            checks.append(_unmeasured('container_up', 'containers', 1, '==', '',
+                                      containers['error'], status=t['containers_status']))
+        for item in containers.get('items') or []:
+            up = bool(item.get('running')) and item.get('health') in (None, 'healthy', 'starting')
+            desc = '{} ({}) is {}{}, restarts {}'.format(
+                item.get('name'), item.get('service'), item.get('state'),
+                ', health {}'.format(item['health']) if item.get('health') else '',
+                item.get('restart_count', 0))
+            checks.append(make_check('container_up', 'container', 1 if up else 0, 1, '==',
+                                     item=item.get('service') or item.get('name'),
+                                     fail_status=t['containers_status'],
+                                     message='container ' + desc + (
+                                         '' if up else ' (expected: running and healthy)')))
+
+    checks.extend(certificate_checks(certificates, t['cert_warn_days'], t['cert_urgent_days']))
+    return checks
+
+
+# ------------------------------------------------------------------ weekly
+def apt_upgrades(stdout):
+    """Parse `apt-get -s dist-upgrade` output into pending updates.
+
+    "Inst libssl3 [3.0.11-1] (3.0.13-1~deb12u1 Debian-Security:12/stable-security [amd64])"
+    """
+    packages = []
+    for line in (stdout or '').splitlines():
+        match = re.match(r'^Inst (\S+)(?: \[([^\]]*)\])? \((\S+) (.*?)(?: \[[^\]]*\])?\)', line)
+        if not match:
+            continue
+        origin = match.group(4)
+        packages.append(dict(name=match.group(1), current=match.group(2),
+                             candidate=match.group(3), origin=origin,
+                             security='security' in origin.lower()))
+    security = [p for p in packages if p['security']]
+    return dict(total=len(packages), security=len(security), packages=packages,
+                security_packages=sorted(p['name'] for p in security))
+
+
+def _pg_checks(pg, t):
+    """Checks of a bm_pg_stats_info result that has statistics."""
+    checks = []
+    for table in pg.get('tables') or []:
+        tuples = (table.get('live_tuples') or 0) + (table.get('dead_tuples') or 0)
+        if tuples < t['dead_min_tuples'] or table.get('dead_percent') is None:
+            continue
+        checks.append(make_check('dead_tuple_percent', 'dead tuples of',
+                                 float(table['dead_percent']), t['dead_percent_max'], '<=', '%',
+                                 item='{}.{}'.format(table.get('schema'), table.get('table')),
+                                 fail_status='warn'))
+
+    cache = pg.get('cache_hit') or {}
+    blocks = (cache.get('blks_hit') or 0) + (cache.get('blks_read') or 0)
+    if cache.get('ratio_percent') is not None and blocks >= t['cache_hit_min_blocks']:
+        checks.append(make_check('cache_hit_percent', 'cache hit ratio',
+                                 float(cache['ratio_percent']), t['cache_hit_min'], '>=', '%',
+                                 fail_status='warn'))
+
+    for db in pg.get('databases') or []:
+        age = db.get('xid_age')
+        if age is None:
+            continue
+        if age >= t['xid_age_breach']:
+            checks.append(make_check('xid_age', 'transaction ID age of', age,
+                                     t['xid_age_breach'], '<', item=db.get('name')))
+        else:
+            checks.append(make_check('xid_age', 'transaction ID age of', age, t['xid_age_warn'],
+                                     '<', item=db.get('name'), fail_status='warn'))
+
+    conns = pg.get('connections') or {}
+    if conns.get('used_percent') is not None:
+        checks.append(make_check('connections_used_percent', 'connections used',
+                                 float(conns['used_percent']), t['connections_used_max'], '<=',
+                                 '%', fail_status='warn'))
+
+    queries = pg.get('long_running_queries') or []
+    longest = max([float(q.get('seconds') or 0) for q in queries] or [0.0])
+    checks.append(make_check('longest_query_seconds', 'longest running query',
+                             round(longest, 1), t['long_query_seconds'], '<=', 's',
+                             fail_status='warn'))
+
+    if 'unused_indexes' in pg:
+        unused = pg.get('unused_indexes') or []
+        check = make_check('unused_indexes', 'unused index candidates', len(unused),
+                           t['unused_indexes_max'], '<=', fail_status='warn')
+        if unused:
+            check['message'] += ' ({})'.format(', '.join(i.get('index', '?') for i in unused[:5]))
+        checks.append(check)
+    if 'missing_index_candidates' in pg:
+        missing = pg.get('missing_index_candidates') or []
+        check = make_check('missing_index_candidates', 'missing index candidates', len(missing),
+                           t['missing_indexes_max'], '<=', fail_status='warn')
+        if missing:
+            check['message'] += ' ({})'.format(', '.join(
+                '{}.{}'.format(m.get('schema'), m.get('table')) for m in missing[:5]))
+        checks.append(check)
+
+    pgss = pg.get('pg_stat_statements')
+    if pgss is not None:
+        available = bool(pgss.get('available'))
+        checks.append(make_check(
+            'pg_stat_statements_available', 'pg_stat_statements', 1 if available else 0, 1, '==',
+            fail_status='warn',
+            message='pg_stat_statements is available' if available else
+            'pg_stat_statements is not available (expected: installed and loaded): '
+            f"{pgss.get('reason')}"))
+    return checks
+
+
+def evaluate_weekly(pg_stats, thresholds=None, updates=None, certificates=None):
+    """bm_pg_stats_info result (+ apt_upgrades result, certificates) → list of checks."""
+    t = _thresholds(WEEKLY_DEFAULTS, thresholds)
+    pg = pg_stats or {}
+    checks = []
+    if pg.get('failed') or (pg.get('msg') and not pg.get('databases')):
+        # No statistics at all: one breach that says why, no made-up values.
+        checks.append(make_check(
+            'pg_stats', 'database statistics', None, 1, '==', status='breach',
+            message='database statistics could not be read: '
+                    f"{pg.get('msg') or 'bm_pg_stats_info returned nothing'}"))
+    else:
+        checks.extend(_pg_checks(pg, t))
+
+    if updates is not None:
+        if updates.get('error'):
+            checks.append(_unmeasured('security_updates', 'pending security updates',
+                                      t['security_updates_max'], '<=', '', updates['error'],
+                                      status='warn'))
+        else:
+            check = make_check('security_updates', 'pending security updates',
+                               int(updates.get('security') or 0), t['security_updates_max'],
+                               '<=', fail_status=t['security_updates_status'])
+            if updates.get('security_packages') and check['status'] != 'ok':
+                check['message'] += ' ({})'.format(', '.join(updates['security_packages'][:10]))
+            checks.append(check)
+
+    checks.extend(certificate_checks(certificates, t['cert_warn_days'], t['cert_urgent_days']))
+    return checks
+
+
+# ------------------------------------------------------------------ summary / output
+def report_summary(checks):
+    """Counts and overall status of a list of checks."""
+    counts = dict(ok=0, warn=0, breach=0)
+    for check in checks or []:
+        counts[check['status']] += 1
+    status = 'ok'
+    if counts['breach']:
+        status = 'breach'
+    elif counts['warn']:
+        status = 'warn'
+    return dict(
+        status=status,
+        total=sum(counts.values()),
+        ok=counts['ok'], warn=counts['warn'], breach=counts['breach'],
+        breaches=[c['message'] for c in checks or [] if c['status'] == 'breach'],
+        warnings=[c['message'] for c in checks or [] if c['status'] == 'warn'],
+        notify=any(c.get('notify') for c in checks or []),
+    )
+
+
+def _label_value(value):
+    return str(value).replace('\\', '\\\\').replace('"', '\\"').replace('\n', '\\n')
+
+
+def _metric_name(prefix):
+    name = re.sub(r'[^a-zA-Z0-9_]', '_', prefix or 'bmops')
+    return name if re.match(r'^[a-zA-Z_]', name) else '_' + name
+
+
+def prometheus(checks, prefix='bmops', check='daily', timestamp=None):
+    """node_exporter textfile content for a list of checks."""
+    p = _metric_name(prefix)
+    series = dict(status=[], value=[], limit=[])
+    for c in checks or []:
+        labels = 'check="{}",metric="{}",item="{}"'.format(
+            _label_value(check), _label_value(c['metric']),
+            _label_value('' if c.get('item') is None else c['item']))
+        series['status'].append(f"{p}_check_status{{{labels}}} {STATUS_ORDER[c['status']]}")
+        for key in ('value', 'limit'):
+            v = c.get(key)
+            if isinstance(v, bool):
+                v = int(v)
+            if isinstance(v, (int, float)):
+                series[key].append(f'{p}_check_{key}{{{labels}}} {v!r}')
+    summary = report_summary(checks)
+    lines = [
+        f'# HELP {p}_check_status Status of one bmops check: 0 ok, 1 warn, 2 breach.',
+        f'# TYPE {p}_check_status gauge',
+    ] + series['status'] + [
+        f'# HELP {p}_check_value Measured value of one bmops check.',
+        f'# TYPE {p}_check_value gauge',
+    ] + series['value'] + [
+        f'# HELP {p}_check_limit Limit the value of one bmops check is compared with.',
+        f'# TYPE {p}_check_limit gauge',
+    ] + series['limit'] + [
+        f'# HELP {p}_run_status Overall status of the last run: 0 ok, 1 warn, 2 breach.',
+        f'# TYPE {p}_run_status gauge',
+        f'{p}_run_status{{check="{_label_value(check)}"}} {STATUS_ORDER[summary["status"]]}',
+        f'# HELP {p}_run_breaches Breached checks in the last run.',
+        f'# TYPE {p}_run_breaches gauge',
+        f'{p}_run_breaches{{check="{_label_value(check)}"}} {summary["breach"]}',
+    ]
+    if timestamp is not None:
+        lines += [
+            f'# HELP {p}_run_timestamp_seconds Unix time of the last run.',
+            f'# TYPE {p}_run_timestamp_seconds gauge',
+            f'{p}_run_timestamp_seconds{{check="{_label_value(check)}"}} {float(timestamp)!r}',
+        ]
+    return '\n'.join(lines) + '\n'
+
+
+def stats_summary(summaries):
+    """Merge per-host {host, status, breaches, report} into one set_stats value."""
+    hosts = {}
+    status = 'ok'
+    breaches = []
+    for s in summaries or []:
+        hosts[s['host']] = dict(status=s['status'], breaches=s['breaches'], report=s['report'])
+        if STATUS_ORDER[s['status']] > STATUS_ORDER[status]:
+            status = s['status']
+        breaches += ['{}: {}'.format(s['host'], b) for b in s['breaches']]
+    reports = [h['report'] for h in hosts.values()]
+    return dict(status=status, breaches=breaches,
+                report=reports[0] if len(reports) == 1 else None, hosts=hosts)
+
+
+class FilterModule:
+    """bmops check filters."""
+
+    def filters(self):
+        return {
+            'bm_evaluate_daily': evaluate_daily,
+            'bm_evaluate_weekly': evaluate_weekly,
+            'bm_report_summary': report_summary,
+            'bm_prometheus': prometheus,
+            'bm_certificate_checks': certificate_checks,
+            'bm_certificates_from_info': certificates_from_info,
+            'bm_apt_upgrades': apt_upgrades,
+            'bm_stats_summary': stats_summary,
+        }

@@ -1,0 +1,377 @@
+"""Tables for filter_plugins/bm_checks.py (daily / weekly evaluation, summary, Prometheus)."""
+
+from __future__ import annotations
+
+# tests/conftest.py puts filter_plugins on sys.path.
+import bm_checks
+import pytest
+
+
+def healthy_facts(**override):
+    facts = {
+        "health": {"ready": {"status": 200, "json": {"status": "ok"}}, "live": {"status": 200},
+                   "error": None},
+        "jobs": {"window_hours": 24, "total": 20, "succeeded": 20, "failed": 0,
+                 "success_rate": 100.0, "failed_jobs": [], "error": None},
+        "storage": {"targets": [{"name": "nas1", "used_percent": 50.0}],
+                    "filesystems": [{"path": "/backup/db", "used_percent": 10.0}], "error": None},
+        "logs": {"window_hours": 24, "services": {
+            "backend": {"error": 0, "warning": 2, "lines": 100, "read_error": None,
+                        "samples": {"error": [], "warning": []}},
+            "celery": {"error": 0, "warning": 0, "lines": 50, "read_error": None,
+                       "samples": {"error": [], "warning": []}}}, "error": None},
+        "redis": {"method": "docker-exec", "ok": True, "response": "PONG", "error": None},
+        "containers": {"items": [
+            {"name": "bm-db-1", "service": "db", "state": "running", "running": True,
+             "health": "healthy", "restart_count": 0}], "error": None},
+        "errors": [],
+    }
+    for key, value in override.items():
+        facts[key] = value
+    return facts
+
+
+def by_metric(checks, metric, item=None):
+    found = [c for c in checks if c["metric"] == metric and (item is None or c["item"] == item)]
+    assert found, f"no check {metric} {item} in {[c['metric'] for c in checks]}"
+    return found[0]
+
+
+def test_healthy_facts_are_all_ok():
+    checks = bm_checks.evaluate_daily(healthy_facts())
+    assert {c["status"] for c in checks} == {"ok"}
+    assert bm_checks.report_summary(checks)["status"] == "ok"
+
+
+@pytest.mark.parametrize(
+    ("jobs", "thresholds", "status", "message"),
+    [
+        ({"total": 20, "succeeded": 19, "failed": 1, "success_rate": 95.0}, {}, "ok",
+         "job success rate 95.0 % is within the limit >= 95 %"),
+        ({"total": 10, "succeeded": 8, "failed": 2, "success_rate": 80.0}, {}, "breach",
+         "job success rate 80.0 % is below the limit 95 %"),
+        ({"total": 10, "succeeded": 8, "failed": 2, "success_rate": 80.0},
+         {"success_rate_min": 75}, "ok", "job success rate 80.0 % is within the limit >= 75 %"),
+        ({"total": 0, "succeeded": 0, "failed": 0, "success_rate": None}, {}, "warn",
+         "job success rate is undefined: no backup job finished in the last 24 h"),
+        ({"total": 0, "succeeded": 0, "failed": 0, "success_rate": None},
+         {"success_rate_no_jobs": "breach"}, "breach", "undefined"),
+        ({"total": 0, "succeeded": 0, "failed": 0, "success_rate": None},
+         {"success_rate_no_jobs": "ok"}, "ok", "undefined"),
+    ],
+)
+def test_job_success_rate(jobs, thresholds, status, message):
+    jobs = dict(jobs, window_hours=24, failed_jobs=[], error=None)
+    check = by_metric(bm_checks.evaluate_daily(healthy_facts(jobs=jobs), thresholds),
+                      "job_success_rate")
+    assert check["status"] == status
+    assert message in check["message"]
+
+
+@pytest.mark.parametrize(
+    ("failed", "thresholds", "status"),
+    [(0, {}, "ok"), (1, {}, "breach"), (1, {"failed_jobs_status": "warn"}, "warn"),
+     (3, {"failed_jobs_max": 5}, "ok")],
+)
+def test_failed_jobs(failed, thresholds, status):
+    jobs = {"window_hours": 24, "total": 100, "succeeded": 100 - failed, "failed": failed,
+            "success_rate": 100.0 - failed, "error": None,
+            "failed_jobs": [{"id": i, "name": f"job{i}"} for i in range(failed)]}
+    check = by_metric(bm_checks.evaluate_daily(healthy_facts(jobs=jobs), thresholds),
+                      "failed_jobs")
+    assert check["status"] == status
+    if status != "ok":
+        assert "job0" in check["message"]
+
+
+@pytest.mark.parametrize(
+    ("used", "status", "message"),
+    [(79.99, "ok", "within"), (80.0, "breach", "storage nas1 80.0 % is at or above the limit 80 %"),
+     (95.5, "breach", "95.5 %"), (None, "breach", "could not be measured")],
+)
+def test_storage_targets(used, status, message):
+    storage = {"targets": [{"name": "nas1", "used_percent": used}], "filesystems": [],
+               "error": None}
+    check = by_metric(bm_checks.evaluate_daily(healthy_facts(storage=storage)),
+                      "storage_used_percent", "nas1")
+    assert check["status"] == status
+    assert message in check["message"]
+
+
+def test_database_down_still_gives_checks_for_every_section():
+    error = "Cannot connect to PostgreSQL at 127.0.0.1:5432 as postgres: Connection refused"
+    facts = healthy_facts(
+        jobs={"error": error},
+        storage={"targets": [], "filesystems": [{"path": "/backup", "used_percent": 5.0}],
+                 "error": "storage_targets: " + error},
+        health={"ready": {"status": 503, "json": {"status": "fail", "failed": ["db"]}},
+                "live": {"status": 200}, "error": None},
+    )
+    checks = bm_checks.evaluate_daily(facts)
+    rate = by_metric(checks, "job_success_rate")
+    assert rate["status"] == "breach" and "Connection refused" in rate["message"]
+    ready = by_metric(checks, "health_ready_status")
+    assert ready["message"] == ("GET /health/ready status 503 is not the expected 200 "
+                                "(failed: db)")
+    assert by_metric(checks, "storage_used_percent", "targets")["status"] == "breach"
+    assert by_metric(checks, "filesystem_used_percent", "/backup")["status"] == "ok"
+
+
+def test_unreachable_backend_is_a_breach():
+    facts = healthy_facts(health={"ready": {"status": None, "error": "Connection refused"},
+                                  "live": {"status": None}, "error": "unreachable"})
+    check = by_metric(bm_checks.evaluate_daily(facts), "health_ready_status")
+    assert check["status"] == "breach"
+    assert "Connection refused" in check["message"]
+
+
+@pytest.mark.parametrize(
+    ("errors", "read_error", "thresholds", "status"),
+    [(0, None, {}, "ok"), (3, None, {}, "breach"), (3, None, {"error_logs_status": "warn"}, "warn"),
+     (3, None, {"error_logs_max": 5}, "ok"), (0, "docker logs failed", {}, "breach")],
+)
+def test_error_logs(errors, read_error, thresholds, status):
+    logs = {"window_hours": 24, "error": read_error, "services": {"backend": {
+        "error": errors, "warning": 0, "lines": 0 if read_error else 10,
+        "read_error": read_error, "samples": {"error": [], "warning": []}}}}
+    check = by_metric(bm_checks.evaluate_daily(healthy_facts(logs=logs), thresholds),
+                      "error_log_lines", "backend")
+    assert check["status"] == status
+    if status == "breach" and not read_error:
+        assert check["message"] == "ERROR log lines (24 h) of backend 3 is above the limit 0"
+
+
+@pytest.mark.parametrize(
+    ("item", "status"),
+    [({"running": True, "health": "healthy", "state": "running"}, "ok"),
+     ({"running": True, "health": None, "state": "running"}, "ok"),
+     ({"running": True, "health": "unhealthy", "state": "running"}, "breach"),
+     ({"running": False, "health": None, "state": "exited"}, "breach")],
+)
+def test_containers(item, status):
+    item = dict(item, name="bm-backend-1", service="backend", restart_count=2)
+    check = by_metric(bm_checks.evaluate_daily(
+        healthy_facts(containers={"items": [item], "error": None})), "container_up", "backend")
+    assert check["status"] == status
+
+
+def test_redis_failure_names_the_reason():
+    facts = healthy_facts(redis={"ok": False, "response": "NOAUTH", "error": "NOAUTH needed"})
+    check = by_metric(bm_checks.evaluate_daily(facts), "redis_ping")
+    assert check["status"] == "breach" and "NOAUTH" in check["message"]
+
+
+def test_sections_not_gathered_are_skipped_or_unmeasured():
+    checks = bm_checks.evaluate_daily({"health": {"ready": {"status": 200}}})
+    assert by_metric(checks, "health_ready_status")["status"] == "ok"
+    assert by_metric(checks, "job_success_rate")["status"] == "breach"
+    assert not [c for c in checks if c["metric"] in ("redis_ping", "container_up")]
+
+
+@pytest.mark.parametrize(
+    ("days", "status", "notify", "message"),
+    [(90, "ok", False, "expires in 90 days"),
+     (31, "ok", False, "31 days"),
+     (30, "warn", True, "certificate example.org expires in 30 days, at or below the limit 30"),
+     (8, "warn", True, "8 days"),
+     (7, "breach", True, "URGENT: certificate example.org expires in 7 days, at or below the "
+                         "limit 7 days"),
+     (-2, "breach", True, "-2 days"),
+     (None, "breach", True, "could not be measured")],
+)
+def test_certificates(days, status, notify, message):
+    certs = [{"name": "example.org", "days_left": days}]
+    check = by_metric(bm_checks.evaluate_daily(healthy_facts(), None, certs),
+                      "certificate_days_left", "example.org")
+    assert (check["status"], check["notify"]) == (status, notify)
+    assert message in check["message"]
+
+
+def test_certificate_warning_asks_for_mail_without_breach():
+    checks = bm_checks.evaluate_daily(healthy_facts(), {}, [{"path": "/c.pem", "days_left": 20}])
+    summary = bm_checks.report_summary(checks)
+    assert (summary["status"], summary["notify"], summary["breach"]) == ("warn", True, 0)
+
+
+def test_certificates_from_info():
+    results = {"results": [
+        {"item": "/etc/ssl/a.pem", "not_after": "20261228120000Z", "failed": False},
+        {"item": "/etc/ssl/b.pem", "failed": True, "msg": "No such file"},
+    ]}
+    certs = bm_checks.certificates_from_info(results, "2026-11-28T12:00:00Z")
+    assert certs[0]["days_left"] == 30
+    assert certs[0]["not_after"] == "2026-12-28T12:00:00+00:00"
+    assert certs[1]["days_left"] is None and certs[1]["error"] == "No such file"
+    assert bm_checks.certificates_from_info({"results": []}) == []
+
+
+@pytest.mark.parametrize(
+    ("statuses", "overall"),
+    [([], "ok"), (["ok", "ok"], "ok"), (["ok", "warn"], "warn"), (["warn", "breach"], "breach")],
+)
+def test_report_summary(statuses, overall):
+    checks = [bm_checks.make_check("m", "metric", 1, 1, "==", status=s, message=f"m {i}")
+              for i, s in enumerate(statuses)]
+    summary = bm_checks.report_summary(checks)
+    assert summary["status"] == overall
+    assert summary["total"] == len(statuses)
+    assert summary["breaches"] == [f"m {i}" for i, s in enumerate(statuses) if s == "breach"]
+    assert summary["notify"] == ("breach" in statuses)
+
+
+@pytest.mark.parametrize(
+    ("value", "limit", "op", "ok"),
+    [(5, 5, ">=", True), (4, 5, ">=", False), (5, 5, ">", False), (5, 5, "<", False),
+     (4, 5, "<", True), (5, 5, "<=", True), (6, 5, "<=", False), (200, 200, "==", True),
+     (503, 200, "==", False)],
+)
+def test_make_check_ops(value, limit, op, ok):
+    check = bm_checks.make_check("m", "metric", value, limit, op)
+    assert (check["status"] == "ok") is ok
+
+
+def test_make_check_rejects_unknown_op():
+    with pytest.raises(ValueError, match="unknown op"):
+        bm_checks.make_check("m", "metric", 1, 1, "~")
+
+
+def test_prometheus_textfile():
+    checks = bm_checks.evaluate_daily(healthy_facts(storage={
+        "targets": [{"name": 'na"s\\1', "used_percent": 85.5}], "filesystems": [], "error": None}))
+    text = bm_checks.prometheus(checks, "bmops", "daily", 1764331200)
+    lines = text.splitlines()
+    assert text.endswith("\n")
+    assert "# TYPE bmops_check_status gauge" in lines
+    assert "# HELP bmops_check_value Measured value of one bmops check." in lines
+    assert ('bmops_check_status{check="daily",metric="storage_used_percent",item="na\\"s\\\\1"} 2'
+            in lines)
+    assert ('bmops_check_value{check="daily",metric="storage_used_percent",item="na\\"s\\\\1"} '
+            "85.5" in lines)
+    assert 'bmops_run_status{check="daily"} 2' in lines
+    assert 'bmops_run_breaches{check="daily"} 1' in lines
+    assert 'bmops_run_timestamp_seconds{check="daily"} 1764331200.0' in lines
+    # every sample line belongs to a family announced by HELP and TYPE
+    families = {line.split()[2] for line in lines if line.startswith("# TYPE")}
+    for line in lines:
+        if not line.startswith("#"):
+            assert line.split("{")[0] in families
+
+
+def test_prometheus_skips_unmeasured_values_and_sanitises_prefix():
+    checks = [bm_checks.make_check("m", "metric", None, 5, "<=")]
+    text = bm_checks.prometheus(checks, "bm-ops", "weekly")
+    assert "bm_ops_check_limit" in text
+    assert "bm_ops_check_value{" not in text
+    assert "timestamp" not in text
+
+
+APT_OUTPUT = """\
+NOTE: This is only a simulation!
+Reading package lists...
+Inst libssl3 [3.0.11-1~deb12u1] (3.0.15-1~deb12u1 Debian-Security:12/stable-security [amd64])
+Inst tzdata [2024a-0+deb12u1] (2024b-0+deb12u1 Debian:12.8/stable [all])
+Inst openssl [3.0.11-1~deb12u1] (3.0.15-1~deb12u1 Debian-Security:12/stable-security [amd64]) []
+Inst newpkg (1.0-1 Debian:12.8/stable [amd64])
+Conf libssl3 (3.0.15-1~deb12u1 Debian-Security:12/stable-security [amd64])
+"""
+
+
+def test_apt_upgrades():
+    result = bm_checks.apt_upgrades(APT_OUTPUT)
+    assert (result["total"], result["security"]) == (4, 2)
+    assert result["security_packages"] == ["libssl3", "openssl"]
+    assert result["packages"][0] == {
+        "name": "libssl3", "current": "3.0.11-1~deb12u1", "candidate": "3.0.15-1~deb12u1",
+        "origin": "Debian-Security:12/stable-security", "security": True}
+    assert result["packages"][3]["current"] is None
+    assert bm_checks.apt_upgrades("") == {"total": 0, "security": 0, "packages": [],
+                                          "security_packages": []}
+
+
+def pg_stats(**override):
+    stats = {
+        "databases": [{"name": "backup_mgmt", "xid_age": 1000}],
+        "tables": [{"schema": "public", "table": "backup_jobs", "live_tuples": 9000,
+                    "dead_tuples": 1000, "dead_percent": 10.0}],
+        "unused_indexes": [], "missing_index_candidates": [],
+        "connections": {"used_percent": 10.0}, "long_running_queries": [],
+        "cache_hit": {"blks_hit": 99900, "blks_read": 100, "ratio_percent": 99.9},
+        "pg_stat_statements": {"available": True, "statements": []}, "errors": [],
+    }
+    stats.update(override)
+    return stats
+
+
+def test_weekly_healthy_is_ok():
+    checks = bm_checks.evaluate_weekly(pg_stats(), None, {"security": 0, "total": 3}, [])
+    assert {c["status"] for c in checks} == {"ok"}
+
+
+@pytest.mark.parametrize(
+    ("override", "metric", "status", "message"),
+    [
+        ({"tables": [{"schema": "public", "table": "t", "live_tuples": 700,
+                      "dead_tuples": 300, "dead_percent": 30.0}]},
+         "dead_tuple_percent", "warn", "dead tuples of public.t 30.0 % is above the limit 20 %"),
+        ({"cache_hit": {"blks_hit": 90000, "blks_read": 10000, "ratio_percent": 90.0}},
+         "cache_hit_percent", "warn", "cache hit ratio 90.0 % is below the limit 99 %"),
+        ({"databases": [{"name": "db", "xid_age": 600000000}]}, "xid_age", "warn",
+         "transaction ID age of db 600000000 is at or above the limit 500000000"),
+        ({"databases": [{"name": "db", "xid_age": 1600000000}]}, "xid_age", "breach",
+         "1500000000"),
+        ({"pg_stat_statements": {"available": False, "reason": "not installed"}},
+         "pg_stat_statements_available", "warn", "not installed"),
+        ({"unused_indexes": [{"index": "ix_a"}]}, "unused_indexes", "warn", "(ix_a)"),
+        ({"missing_index_candidates": [{"schema": "public", "table": "big"}]},
+         "missing_index_candidates", "warn", "public.big"),
+        ({"long_running_queries": [{"seconds": 900.25}]}, "longest_query_seconds", "warn",
+         "longest running query 900.2 s is above the limit 300 s"),
+        ({"connections": {"used_percent": 95.0}}, "connections_used_percent", "warn", "95.0 %"),
+    ],
+)
+def test_weekly_table(override, metric, status, message):
+    check = by_metric(bm_checks.evaluate_weekly(pg_stats(**override)), metric)
+    assert check["status"] == status
+    assert message in check["message"]
+
+
+def test_weekly_small_tables_and_cold_cache_are_ignored():
+    checks = bm_checks.evaluate_weekly(pg_stats(
+        tables=[{"schema": "s", "table": "t", "live_tuples": 1, "dead_tuples": 9,
+                 "dead_percent": 90.0}],
+        cache_hit={"blks_hit": 1, "blks_read": 9, "ratio_percent": 10.0}))
+    assert not [c for c in checks if c["metric"] in ("dead_tuple_percent", "cache_hit_percent")]
+
+
+def test_weekly_database_down_and_updates():
+    checks = bm_checks.evaluate_weekly(
+        {"failed": True, "msg": "Cannot connect to PostgreSQL at h:5432 as u: refused"},
+        None, {"security": 2, "total": 5, "security_packages": ["libssl3", "openssl"]},
+        [{"name": "example.org", "days_left": 3}])
+    down = by_metric(checks, "pg_stats")
+    assert down["status"] == "breach"
+    assert down["message"].startswith("database statistics could not be read: Cannot connect")
+    assert not [c for c in checks if c["metric"] == "longest_query_seconds"]
+    updates = by_metric(checks, "security_updates")
+    assert updates["status"] == "warn" and "(libssl3, openssl)" in updates["message"]
+    assert by_metric(checks, "certificate_days_left")["status"] == "breach"
+
+
+def test_stats_summary_merges_hosts():
+    merged = bm_checks.stats_summary([
+        {"host": "a", "status": "ok", "breaches": [], "report": "/r/daily-latest.json"},
+        {"host": "b", "status": "breach", "breaches": ["x 1 is above the limit 0"],
+         "report": "/r/daily-latest.json"},
+    ])
+    assert merged["status"] == "breach"
+    assert merged["breaches"] == ["b: x 1 is above the limit 0"]
+    assert merged["report"] is None and set(merged["hosts"]) == {"a", "b"}
+    single = bm_checks.stats_summary([{"host": "a", "status": "warn", "breaches": [],
+                                       "report": "/r/x.json"}])
+    assert (single["status"], single["report"]) == ("warn", "/r/x.json")
+
+
+def test_filter_module_exposes_the_filters():
+    names = set(bm_checks.FilterModule().filters())
+    assert {"bm_evaluate_daily", "bm_evaluate_weekly", "bm_report_summary", "bm_prometheus",
+            "bm_apt_upgrades", "bm_certificates_from_info"} <= names
