@@ -1,0 +1,496 @@
+# Copyright: bmops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Incident triage (operations manual 3.2 / 3.3): verdicts from facts, pure functions.
+
+``triage(facts, thresholds, now)`` turns what the incident_triage role gathered into
+one verdict per symptom of the manual's section 3.3 (plus host resources)::
+
+    {id, symptom, status: detected|suspected|clear|unknown, summary,
+     evidence: [str], actions: [str]}
+
+and ``postmortem(facts, verdicts, now)`` drafts the timeline of section 3.2 step 7.
+The parsers (``meminfo``, ``access_log_stats``, ``log_tail``) shape raw text the role
+read on the host. Nothing here talks to a server.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+
+STATUS_ORDER = {'clear': 0, 'unknown': 1, 'suspected': 2, 'detected': 3}
+
+DEFAULTS = dict(
+    ready_latency_ms=1000,        # /health/ready slower than this: API slow
+    long_query_seconds=30,        # an active query older than this: API slow
+    slow_statement_ms=500,        # pg_stat_statements mean above this: suspected (cumulative)
+    active_connections_max=50,    # active sessions above this: API slow suspected
+    connections_used_max=90,      # percent of max_connections: DB connection errors
+    restart_count_max=3,          # restarts of one container from this on: crash loop
+    http_5xx_percent_max=5,       # share of 5xx in the access log tail: suspected
+    http_5xx_min_requests=20,     # ignore a tail with fewer requests
+    disk_used_max=90,             # percent, host resources
+    memory_available_min=10,      # percent of MemTotal, host resources
+    log_recent_minutes=15,        # log lines older than this are not evidence
+)
+
+SYMPTOMS = {
+    'api_slow': 'API slow',
+    'container_not_starting': 'Container not starting',
+    'db_connection': 'DB connection errors',
+    'host_resources': 'Host resources',
+}
+
+# Lines of the backend / worker logs that mean "cannot reach PostgreSQL".
+DB_ERROR_RE = re.compile(
+    r'(connection refused|could not connect|could not translate host name|'
+    r'connection to server .* failed|operationalerror|too many clients|'
+    r'remaining connection slots|the database system is (starting up|shutting down)|'
+    r'server closed the connection|terminating connection)', re.IGNORECASE)
+
+# `docker compose logs --timestamps`: RFC 3339 time with nanoseconds, then the line.
+TS_RE = re.compile(r'^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.\d+)?(Z|[+-]\d\d:?\d\d)?\s?(.*)$')
+
+# nginx "combined": ... [time] "request" status bytes ...
+ACCESS_RE = re.compile(r'\[(?P<time>[^\]]+)\]\s+"[^"]*"\s+(?P<status>\d{3})\s')
+
+
+# ---------------------------------------------------------------------- parsers
+
+def meminfo(text):
+    """/proc/meminfo → {total_mb, available_mb, available_percent} (None when unreadable)."""
+    values = {}
+    for line in (text or '').splitlines():
+        match = re.match(r'^(\w+):\s+(\d+)\s*kB', line)
+        if match:
+            values[match.group(1)] = int(match.group(2))
+    total = values.get('MemTotal')
+    avail = values.get('MemAvailable')
+    if not total or avail is None:
+        return dict(total_mb=None, available_mb=None, available_percent=None)
+    return dict(total_mb=total // 1024, available_mb=avail // 1024,
+                available_percent=round(100.0 * avail / total, 1))
+
+
+def access_log_stats(lines):
+    """Status classes of nginx access-log lines (combined format)."""
+    total = errors_5xx = errors_4xx = 0
+    first = last = None
+    by_status = {}
+    for line in lines or []:
+        match = ACCESS_RE.search(line)
+        if not match:
+            continue
+        total += 1
+        status = match.group('status')
+        by_status[status] = by_status.get(status, 0) + 1
+        if status.startswith('5'):
+            errors_5xx += 1
+        elif status.startswith('4'):
+            errors_4xx += 1
+        first = first or match.group('time')
+        last = match.group('time')
+    return dict(requests=total, status_5xx=errors_5xx, status_4xx=errors_4xx,
+                percent_5xx=round(100.0 * errors_5xx / total, 2) if total else None,
+                by_status=dict(sorted(by_status.items())), first=first, last=last)
+
+
+ANSI_RE = re.compile(r'\x1b\[[0-9;?]*[A-Za-z]')
+
+
+def log_tail(text):
+    """`docker compose logs --timestamps --no-log-prefix` → [{time, line}].
+
+    Compose can put terminal control sequences (erase line) before each line even
+    with --no-color; they are removed.
+    """
+    result = []
+    for raw in (text or '').splitlines():
+        raw = ANSI_RE.sub('', raw).strip()
+        match = TS_RE.match(raw)
+        if match:
+            result.append(dict(time=match.group(1) + 'Z', line=match.group(3)))
+        elif raw.strip():
+            result.append(dict(time=None, line=raw))
+    return result
+
+
+# ---------------------------------------------------------------------- helpers
+
+def _section(facts, name):
+    value = (facts or {}).get(name)
+    return value if isinstance(value, dict) else {}
+
+
+def _containers(facts):
+    return _section(_section(facts, 'health'), 'containers').get('items') or []
+
+
+def _service_lines(facts, service):
+    return (_section(facts, 'logs').get(service) or [])
+
+
+def _recent(lines, t):
+    """Lines newer than log_recent_minutes before t['now'] (all of them without a now)."""
+    now = _parse_time(t.get('now'))
+    if now is None:
+        return lines
+    since = now - datetime.timedelta(minutes=t['log_recent_minutes'])
+    return [e for e in lines if (_parse_time(e.get('time')) or now) >= since]
+
+
+def _verdict(vid, status, summary, evidence, actions):
+    return dict(id=vid, symptom=SYMPTOMS[vid], status=status, summary=summary,
+                evidence=evidence, actions=actions)
+
+
+def _worst(*statuses):
+    return max(statuses, key=lambda s: STATUS_ORDER[s])
+
+
+def _thresholds(overrides):
+    t = dict(DEFAULTS)
+    t.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return t
+
+
+def _fmt_seconds(seconds):
+    seconds = float(seconds or 0)
+    if seconds >= 120:
+        return f'{seconds / 60:.1f} min'
+    return f'{seconds:.0f} s'
+
+
+def _cut(text, size=160):
+    text = ' '.join(str(text or '').split())
+    return text if len(text) <= size else text[:size - 1] + '…'
+
+
+# ---------------------------------------------------------------------- verdicts
+
+def verdict_db_connection(facts, t):
+    health = _section(facts, 'health')
+    ready = _section(_section(health, 'health'), 'ready')
+    pg = _section(facts, 'pg')
+    evidence, status = [], 'clear'
+    db = [c for c in _containers(facts) if c.get('service') == 'db']
+    if not db and _section(health, 'containers').get('error') is None and _containers(facts):
+        evidence.append('no db container exists in the Compose project')
+        status = 'detected'
+    for c in db:
+        if not c.get('running'):
+            evidence.append(f"db container {c.get('name')} is {c.get('state')} "
+                            f"(exit code {c.get('exit_code')})")
+            status = 'detected'
+        elif c.get('health') == 'unhealthy':
+            evidence.append(f"db container {c.get('name')} is running but unhealthy")
+            status = 'detected'
+    failed = (ready.get('json') or {}).get('failed') or []
+    if 'db' in failed:
+        detail = ((ready.get('json') or {}).get('checks') or {}).get('db')
+        evidence.append('/health/ready reports the database as failed'
+                        + (f': {_cut(detail)}' if detail else ''))
+        status = 'detected'
+    if pg.get('error'):
+        evidence.append(f"ops connection to PostgreSQL failed: {_cut(pg['error'], 240)}")
+        status = 'detected'
+    if pg.get('unavailable'):
+        evidence.append('PostgreSQL statistics not gathered (not a database fault): '
+                        f"{_cut(pg['unavailable'], 240)}")
+    conns = pg.get('connections') or {}
+    used = conns.get('used_percent')
+    if used is not None and used >= t['connections_used_max']:
+        evidence.append(f"{conns.get('total')} of {conns.get('max_connections')} connections in "
+                        f"use ({used} %, limit {t['connections_used_max']} %)")
+        status = 'detected'
+    for service in ('backend', 'celery', 'celery-beat'):
+        hits = [e for e in _recent(_service_lines(facts, service), t)
+                if DB_ERROR_RE.search(e['line'])]
+        if hits:
+            evidence.append(f'{service} logged {len(hits)} database connection error(s) in the '
+                            f"tail, last: {_cut(hits[-1]['line'])}")
+            status = _worst(status, 'suspected')
+    if status == 'clear' and not pg and not db:
+        status = 'unknown'
+        evidence.append('neither the containers nor the database could be inspected')
+    if conns:
+        evidence.append('connections by state: ' + ', '.join(
+            f'{k} {v}' for k, v in sorted((conns.get('by_state') or {}).items())))
+    summary = {
+        'detected': 'the backend cannot use PostgreSQL',
+        'suspected': 'database connection errors were logged recently',
+        'clear': 'PostgreSQL is running and accepts connections',
+        'unknown': 'not enough facts to decide',
+    }[status]
+    actions = [
+        'docker compose ps db  (state of the db container)',
+        'docker compose logs --tail=100 db  (why it stopped)',
+        'docker compose start db, or playbooks/restart_services.yml -e restart_service=db',
+        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'  (see the report)",
+    ] if status != 'clear' else []
+    return _verdict('db_connection', status, summary, evidence, actions)
+
+
+def _container_problem(c, t):
+    state = c.get('state')
+    restarts = int(c.get('restart_count') or 0)
+    if state == 'restarting':
+        return 'detected', f'is restarting (crash loop, {restarts} restarts)'
+    if restarts >= t['restart_count_max']:
+        if c.get('running') and c.get('health') in ('healthy', None):
+            return 'suspected', (f'restarted {restarts} times (limit {t["restart_count_max"]}), '
+                                 'running and healthy now')
+        return 'detected', f'restarted {restarts} times (limit {t["restart_count_max"]})'
+    if not c.get('running') and c.get('exit_code') not in (0, None):
+        return 'detected', f"exited with code {c.get('exit_code')} ({state})"
+    if not c.get('running'):
+        # a stopped container keeps its last health status: ignore it
+        return 'suspected', f'is {state} (exit code {c.get("exit_code")}): stopped, not crashing'
+    if c.get('health') == 'unhealthy':
+        return 'detected', 'is running but unhealthy'
+    return 'clear', None
+
+
+def verdict_container_not_starting(facts, t, services):
+    health = _section(facts, 'health')
+    section = _section(health, 'containers')
+    items = _containers(facts)
+    evidence, actions, status = [], [], 'clear'
+    if section.get('error') or not section:
+        return _verdict('container_not_starting', 'unknown', 'containers could not be listed',
+                        [section.get('error') or 'no container facts'], [])
+    present = {c.get('service') for c in items}
+    for service in services:
+        if service not in present:
+            evidence.append(f'service {service} has no container (never created, or removed)')
+            status = _worst(status, 'suspected')
+            actions.append(f'docker compose up -d {service}')
+    for c in items:
+        found, why = _container_problem(c, t)
+        if found == 'clear':
+            continue
+        status = _worst(status, found)
+        evidence.append(f"{c.get('service')} ({c.get('name')}) {why}")
+        tail = _service_lines(facts, c.get('service'))
+        if tail:
+            evidence.append(f"  last log line of {c.get('service')}: {_cut(tail[-1]['line'], 240)}")
+        service = c.get('service')
+        actions += [f'docker compose logs --tail=100 {service}',
+                    f'playbooks/restart_services.yml -e restart_service={service}']
+    if status == 'detected':
+        actions.append('after a configuration change: playbooks/restart_services.yml '
+                       '-e restart_confirm_full=true (down / up -d)')
+    summary = {
+        'detected': 'a container crashes or fails its health check',
+        'suspected': 'a container is stopped or missing',
+        'clear': f'all {len(items)} containers run (and are healthy where checked)',
+    }[status]
+    return _verdict('container_not_starting', status, summary, evidence,
+                    list(dict.fromkeys(actions)))
+
+
+def verdict_api_slow(facts, t):
+    health = _section(facts, 'health')
+    ready = _section(_section(health, 'health'), 'ready')
+    pg = _section(facts, 'pg')
+    redis = _section(health, 'redis')
+    nginx = _section(facts, 'nginx')
+    evidence, status = [], 'clear'
+    latency = ready.get('latency_ms')
+    if ready and ready.get('status') is None:
+        evidence.append(f"/health/ready did not answer: {_cut(ready.get('error'))}")
+        status = 'detected'
+    elif latency is not None:
+        if latency > t['ready_latency_ms']:
+            evidence.append(f'/health/ready took {latency:.0f} ms '
+                            f"(limit {t['ready_latency_ms']} ms)")
+            status = 'detected'
+        else:
+            evidence.append(f"/health/ready answered {ready.get('status')} in {latency:.0f} ms")
+    for q in pg.get('long_running_queries') or []:
+        if float(q.get('seconds') or 0) < t['long_query_seconds']:
+            continue
+        waiting = f", waiting on {q['wait_event_type']}" if q.get('wait_event_type') else ''
+        evidence.append(f"query pid {q.get('pid')} {q.get('state')} for "
+                        f"{_fmt_seconds(q.get('seconds'))}{waiting}: {_cut(q.get('query'))}")
+        status = 'detected'
+    for error in pg.get('errors') or []:
+        if re.search(r'lock timeout|canceling statement due to (lock|statement) timeout', error,
+                     re.IGNORECASE):
+            evidence.append(f'a statistics query of the triage itself timed out: {_cut(error)}')
+            status = 'detected'
+    active = ((pg.get('connections') or {}).get('by_state') or {}).get('active')
+    if active is not None and active > t['active_connections_max']:
+        evidence.append(f"{active} active sessions (limit {t['active_connections_max']})")
+        status = 'detected'
+    statements = (pg.get('pg_stat_statements') or {}).get('statements') or []
+    slow = [s for s in statements if float(s.get('mean_ms') or 0) > t['slow_statement_ms']]
+    for s in slow[:3]:
+        evidence.append(f"slow statement (mean {float(s['mean_ms']):.0f} ms over "
+                        f"{s.get('calls')} calls, since the last stats reset): "
+                        f"{_cut(s.get('query'))}")
+        status = _worst(status, 'suspected')
+    if redis and not redis.get('ok'):
+        evidence.append(f"Redis did not answer PING: {_cut(redis.get('error'))}")
+        status = 'detected'
+    access = nginx.get('access') or {}
+    pct = access.get('percent_5xx')
+    if (pct is not None and access.get('requests', 0) >= t['http_5xx_min_requests']
+            and pct > t['http_5xx_percent_max']):
+        evidence.append(f"nginx: {access['status_5xx']} of {access['requests']} recent requests "
+                        f"answered 5xx ({pct} %, limit {t['http_5xx_percent_max']} %)")
+        status = _worst(status, 'suspected')
+    if not ready and not pg:
+        status = _worst(status, 'unknown')
+    summary = {
+        'detected': 'requests are slow or blocked',
+        'suspected': 'signs of slowness (cumulative statistics or HTTP errors)',
+        'clear': 'health answered in time, no long query, Redis answers',
+        'unknown': 'not enough facts to decide',
+    }[status]
+    actions = [
+        'long queries and locks: see "pg_stat_activity" in the report; end one with '
+        'SELECT pg_cancel_backend(<pid>) (then pg_terminate_backend)',
+        'slow statements: see "pg_stat_statements" in the report (EXPLAIN them)',
+        'Redis: REDISCLI_AUTH=... docker compose exec -e REDISCLI_AUTH redis redis-cli ping',
+    ] if status in ('detected', 'suspected') else []
+    return _verdict('api_slow', status, summary, evidence, actions)
+
+
+def verdict_host_resources(facts, t):
+    disks = (_section(_section(facts, 'health'), 'storage').get('filesystems') or [])
+    memory = _section(facts, 'memory')
+    evidence, status = [], 'clear'
+    for fs in disks:
+        used = fs.get('used_percent')
+        if used is None:
+            continue
+        line = f"{fs.get('path')}: {used} % used"
+        if used >= t['disk_used_max']:
+            evidence.append(line + f" (limit {t['disk_used_max']} %)")
+            status = 'detected'
+        else:
+            evidence.append(line)
+    avail = memory.get('available_percent')
+    if avail is not None:
+        line = (f"memory: {memory.get('available_mb')} MB of {memory.get('total_mb')} MB "
+                f'available ({avail} %)')
+        if avail < t['memory_available_min']:
+            evidence.append(line + f" (limit {t['memory_available_min']} %)")
+            status = 'detected'
+        else:
+            evidence.append(line)
+    if not disks and avail is None:
+        status = 'unknown'
+    summary = {'detected': 'the host is short of disk or memory',
+               'clear': 'disk and memory have room', 'unknown': 'not measured'}[status]
+    actions = ['df -h; du -xsh /var/lib/docker/* /backup/db; free -m'] \
+        if status == 'detected' else []
+    return _verdict('host_resources', status, summary, evidence, actions)
+
+
+def triage(facts, thresholds=None, services=None, now=None):
+    """All verdicts in the manual's order, and an overall status.
+
+    NOW (ISO time of the run) limits log evidence to the last log_recent_minutes.
+    """
+    t = _thresholds(thresholds)
+    t['now'] = now
+    services = services or ['backend', 'celery', 'celery-beat', 'db', 'redis']
+    verdicts = [
+        verdict_api_slow(facts, t),
+        verdict_container_not_starting(facts, t, services),
+        verdict_db_connection(facts, t),
+        verdict_host_resources(facts, t),
+    ]
+    detected = [v['symptom'] for v in verdicts if v['status'] == 'detected']
+    suspected = [v['symptom'] for v in verdicts if v['status'] == 'suspected']
+    ready = _section(_section(_section(facts, 'health'), 'health'), 'ready')
+    return dict(
+        status='incident' if detected else ('attention' if suspected else 'ok'),
+        ready_status=ready.get('status'),
+        detected=detected,
+        suspected=suspected,
+        verdicts=verdicts,
+        thresholds=t,
+    )
+
+
+# ---------------------------------------------------------------------- postmortem
+
+def _parse_time(value):
+    if not value:
+        return None
+    text = str(value).replace('Z', '+00:00')
+    text = re.sub(r'(\.\d{6})\d+', r'\1', text)
+    try:
+        parsed = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=datetime.UTC)
+    if parsed.year < 2000:  # Docker's zero time for never-started containers
+        return None
+    return parsed.astimezone(datetime.UTC)
+
+
+def _iso(when):
+    return when.strftime('%Y-%m-%dT%H:%M:%SZ')
+
+
+def postmortem(facts, result, now):
+    """A draft of the manual's postmortem (3.2 step 7): timeline from facts, blanks for people."""
+    now_dt = _parse_time(now) or datetime.datetime.now(datetime.UTC)
+    events = []
+    for c in _containers(facts):
+        started = _parse_time(c.get('started_at'))
+        if started:
+            events.append((started, f"container {c.get('service')} last started "
+                                    f"(restarts {c.get('restart_count', 0)}, "
+                                    f"now {c.get('state')})"))
+    for service, lines in sorted((_section(facts, 'logs')).items()):
+        for entry in lines or []:
+            if re.search(r'\b(ERROR|CRITICAL|FATAL|PANIC)\b', entry['line']):
+                when = _parse_time(entry.get('time'))
+                if when:
+                    events.append((when, f'{service}: first error in the log tail: '
+                                         f"{_cut(entry['line'], 200)}"))
+                break
+    pg = _section(facts, 'pg')
+    started = _parse_time((pg.get('server') or {}).get('started_at'))
+    if started:
+        events.append((started, 'PostgreSQL server started'))
+    for q in pg.get('long_running_queries') or []:
+        seconds = float(q.get('seconds') or 0)
+        if seconds >= result['thresholds']['long_query_seconds']:
+            events.append((now_dt - datetime.timedelta(seconds=seconds),
+                           f"query pid {q.get('pid')} started (still {q.get('state')}): "
+                           f"{_cut(q.get('query'), 120)}"))
+    access = (_section(facts, 'nginx').get('access') or {})
+    if access.get('status_5xx'):
+        events.append((now_dt, f"nginx access-log tail since {access.get('first')}: "
+                               f"{access['status_5xx']} responses 5xx of {access['requests']}"))
+    events.append((now_dt, 'incident triage ran: ' + (
+        ', '.join(result['detected']) + ' detected' if result['detected']
+        else 'no symptom detected')))
+    events.sort(key=lambda e: e[0])
+    return dict(
+        drafted_at=_iso(now_dt),
+        status=result['status'],
+        detected=result['detected'],
+        suspected=result['suspected'],
+        timeline=[dict(time=_iso(when), event=text) for when, text in events],
+    )
+
+
+class FilterModule:
+    """bmops incident triage filters."""
+
+    def filters(self):
+        return {
+            'bm_triage': triage,
+            'bm_triage_postmortem': postmortem,
+            'bm_triage_meminfo': meminfo,
+            'bm_triage_access_log': access_log_stats,
+            'bm_triage_log_tail': log_tail,
+        }
