@@ -104,6 +104,18 @@ def summary_lines(stats: dict[str, Any] | None, artifact_data: dict[str, Any]) -
     return lines
 
 
+def ensure_tools_on_path() -> None:
+    """Put this interpreter's bin directory first on PATH.
+
+    ansible-runner starts ``ansible-playbook`` by name; when bmops is run as
+    ``.venv/bin/bmops`` without an activated virtualenv, that is where it is.
+    """
+    bindir = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    if bindir not in path.split(os.pathsep):
+        os.environ["PATH"] = bindir + os.pathsep + path
+
+
 def run(args: argparse.Namespace) -> int:
     import ansible_runner  # imported here so `list` and `--help` stay instant
 
@@ -130,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
     if args.tags:
         cmdline += ["--tags", args.tags]
     inventory = str(Path(args.inventory).resolve())
+    ensure_tools_on_path()
     private = Path(args.artifacts).resolve()
     private.mkdir(parents=True, exist_ok=True)
     result = ansible_runner.run(

@@ -1,66 +1,48 @@
 #!/usr/bin/env bash
-# `make demo`: the whole stack on a local systemd host container.
+# `make demo`: the main job on a local demo stack.
 #
-# 1. start (or reuse) the host container `bmops-demo` from bmops/host:trixie,
-#    with the same flags as the shared Molecule platform (DESIGN.md §6);
-# 2. run playbooks/site.yml with inventory/demo: docker_engine installs Docker
-#    in the host, app_stack copies and verifies the image archives from
-#    ${BMOPS_CACHE:-/var/cache/bmops}/archives and brings the stack up;
-# 3. print the readiness answer and how to reach the app.
+# 1. start (or reuse) the managed host container `bmops-demo` (Debian 13,
+#    systemd; the flags of the shared Molecule platform, tests/harness/hosts.py);
+# 2. deploy: playbooks/site.yml with inventory/demo (Docker Engine, the Compose
+#    stack from the image archives, nginx, verified backups on cron);
+# 3. run the daily check through ansible-runner, as AWX would (python -m bmops);
+# 4. show the report and copy it to ./reports/demo/.
 #
-# Needs: a running Docker engine (tests/harness/engine.sh) and the images
-# (`.venv/bin/python tests/harness/images.py build`).
-# Environment: BMOPS_DEMO_NAME (default bmops-demo), BMOPS_CACHE, ANSIBLE_PLAYBOOK.
+# Needs the Docker engine and the images (`make images` does both).
+# The host name is the one inventory/demo/hosts.yml names.
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
-name=${BMOPS_DEMO_NAME:-bmops-demo}
-image=bmops/host:trixie
-playbook=${ANSIBLE_PLAYBOOK:-.venv/bin/ansible-playbook}
+name=bmops-demo
+py=${PYTHON:-.venv/bin/python}
+say() { echo "demo: $*"; }
 
-die() { echo "demo.sh: ERROR: $*" >&2; exit 1; }
-say() { echo "demo.sh: $*"; }
+"$py" tests/harness/hosts.py up "$name"
 
-docker image inspect "$image" >/dev/null 2>&1 \
-    || die "$image is missing: run .venv/bin/python tests/harness/images.py build"
+say "deploying the stack on $name (playbooks/site.yml)"
+"$py" -m bmops run site -i inventory/demo -q
 
-# Every capability but SYS_RESOURCE (the sandbox lacks it; --privileged fails).
-caps=(CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID SETPCAP
-      LINUX_IMMUTABLE NET_BIND_SERVICE NET_BROADCAST NET_ADMIN NET_RAW IPC_LOCK
-      IPC_OWNER SYS_MODULE SYS_RAWIO SYS_CHROOT SYS_PTRACE SYS_PACCT SYS_ADMIN
-      SYS_BOOT SYS_NICE SYS_TIME SYS_TTY_CONFIG MKNOD LEASE AUDIT_WRITE
-      AUDIT_CONTROL SETFCAP MAC_OVERRIDE MAC_ADMIN SYSLOG WAKE_ALARM
-      BLOCK_SUSPEND AUDIT_READ)
-cap_args=()
-for c in "${caps[@]}"; do cap_args+=(--cap-add "$c"); done
+say "running the daily check (playbooks/daily_check.yml) through ansible-runner"
+set +e
+"$py" -m bmops run daily_check -i inventory/demo
+check_rc=$?
+set -e
 
-state=$(docker inspect -f '{{.State.Status}}' "$name" 2>/dev/null || true)
-case "$state" in
-    running) say "reusing running container $name" ;;
-    "") say "starting $name from $image"
-        docker run -d --name "$name" --hostname "$name" \
-            "${cap_args[@]}" \
-            --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
-            --cgroupns=host -v /sys/fs/cgroup:/sys/fs/cgroup:rw \
-            --tmpfs /run --tmpfs /run/lock \
-            -v "$name-docker:/var/lib/docker" \
-            "$image" /lib/systemd/systemd >/dev/null ;;
-    *) say "starting existing container $name ($state)"; docker start "$name" >/dev/null ;;
-esac
-
-# wait for systemd to finish booting (degraded is fine: nothing we need failed)
-for _ in $(seq 1 60); do
-    s=$(docker exec "$name" systemctl is-system-running 2>/dev/null || true)
-    case "$s" in running|degraded) break ;; esac
-    sleep 1
+mkdir -p reports/demo
+for ext in md html json; do
+  docker cp "$name:/var/lib/bmops/reports/daily-latest.$ext" "reports/demo/daily-latest.$ext" \
+    >/dev/null
 done
-say "systemd in $name: ${s:-unknown}"
-
-"$playbook" -i inventory/demo/hosts.yml playbooks/site.yml "$@"
-
-say "GET /health/ready inside $name:"
-docker exec "$name" curl -sS http://127.0.0.1:8000/health/ready || die "the backend does not answer on 127.0.0.1:8000 in $name"; echo
-say "the backend listens on 127.0.0.1:8000 inside $name; try:"
-say "  docker exec $name curl -s http://127.0.0.1:8000/health/ready"
-say "  docker exec $name docker compose -f /opt/backup-mgmt/compose.yaml ps"
-say "remove it with: docker rm -f $name && docker volume rm $name-docker"
+echo
+cat reports/demo/daily-latest.md
+echo
+say "reports copied to $(pwd)/reports/demo/ (open daily-latest.html in a browser)"
+say "the app: docker exec $name curl -s http://127.0.0.1:8000/health/ready"
+say "through nginx: docker exec $name curl -sk https://127.0.0.1/health/ready"
+say "run any procedure: .venv/bin/bmops list; .venv/bin/bmops run weekly_check"
+say "remove the demo host: $py tests/harness/hosts.py down $name"
+case $check_rc in
+  0) say "daily check: every threshold within limits" ;;
+  2) say "daily check: thresholds breached (exit code 2) - the report above says which" ;;
+  *) say "daily check: did not complete (exit code $check_rc)"; exit "$check_rc" ;;
+esac

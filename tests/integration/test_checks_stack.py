@@ -1,0 +1,141 @@
+"""Daily and weekly checks on the real stack, run through ansible-runner as AWX runs them.
+
+Asserts the run's rc, the failed task and its message, the ``set_stats``
+artifact data, the reports on the host and the mail in a real SMTP sink.
+Each test leaves the stack healthy for the next.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def mail_vars(sink) -> dict:
+    return {
+        "health_report_mail_to": ["ops@example.test"],
+        "health_report_mail_host": sink.ip,
+        "health_report_mail_port": sink.port,
+        "health_report_mail_secure": "never",
+    }
+
+
+def report(stack, check: str) -> dict:
+    return json.loads(stack.sh(f"cat /var/lib/bmops/reports/{check}-latest.json").stdout)
+
+
+def wait_ready(stack, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        code = stack.sh("curl -s -o /dev/null -w '%{http_code}' "
+                        "http://127.0.0.1:8000/health/ready", check=False).stdout
+        if code == "200":
+            return
+        time.sleep(2)
+    pytest.fail("/health/ready did not return 200 again")
+
+
+def failed_message(result) -> str:
+    failed = result.failed_tasks()
+    assert len(failed) == 1, [f.get("task") for f in failed]
+    assert failed[0]["task"] == "Fail when a threshold is breached"
+    return failed[0]["res"]["msg"]
+
+
+def test_daily_check_healthy_stack_passes(stack, smtp_sink):
+    smtp_sink.clear()
+    result = stack.run("daily_check", extravars=mail_vars(smtp_sink))
+    assert result.rc == 0, result.stdout[-3000:]
+    summary = result.artifact_data["bmops_daily"]
+    assert summary["status"] in ("ok", "warn")
+    assert summary["breaches"] == []
+    assert summary["report"] == "/var/lib/bmops/reports/daily-latest.json"
+    data = report(stack, "daily")
+    metrics = {c["metric"]: c for c in data["checks"]}
+    assert metrics["health_ready_status"]["value"] == 200
+    files = stack.sh("ls /var/lib/bmops/reports/").stdout.split()
+    assert {"daily-latest.json", "daily-latest.md", "daily-latest.html"} <= set(files)
+    prom = stack.sh("cat /var/lib/prometheus/node-exporter/bmops_daily.prom").stdout
+    assert "# TYPE" in prom
+    assert smtp_sink.messages() == []  # nothing breached: no mail
+
+
+def test_daily_check_redis_down_fails_naming_ready(stack, smtp_sink):
+    smtp_sink.clear()
+    stack.compose("stop", "redis")
+    try:
+        result = stack.run("daily_check", extravars=mail_vars(smtp_sink))
+    finally:
+        stack.compose("start", "redis")
+    assert result.rc != 0
+    msg = failed_message(result)
+    assert "503" in msg and "ready" in msg.lower(), msg
+    summary = result.artifact_data["bmops_daily"]
+    assert summary["status"] == "breach"
+    checks = report(stack, "daily")["checks"]
+    ready = next(c for c in checks if c["metric"] == "health_ready_status")
+    assert ready["value"] == 503 and ready["status"] == "breach"
+    assert "redis" in json.dumps(report(stack, "daily")["facts"]["health"]["ready"])
+    assert len(smtp_sink.wait_for(1)) == 1
+    wait_ready(stack)
+
+
+def test_daily_check_failing_jobs_fails_and_mails(stack, smtp_sink):
+    failing = {"app_stack_backend_env": {"JOB_FAILURE_RATIO": "1.0",
+                                         "JOB_INTERVAL_SECONDS": "2"}}
+    deployed = stack.run("site", extravars=failing)
+    assert deployed.rc == 0, deployed.stdout[-3000:]
+    try:
+        deadline = time.monotonic() + 90
+        while int(stack.psql("SELECT count(*) FROM backup_jobs WHERE status = 'failed'")) < 3:
+            assert time.monotonic() < deadline, "celery did not record failed jobs"
+            time.sleep(2)
+        smtp_sink.clear()
+        result = stack.run("daily_check", extravars=mail_vars(smtp_sink))
+        assert result.rc != 0
+        msg = failed_message(result)
+        assert "job success rate" in msg and "is below the limit 95" in msg, msg
+        assert "failed jobs" in msg and "is above the limit 0" in msg, msg
+        breaches = result.artifact_data["bmops_daily"]["breaches"]
+        assert any("success rate" in b for b in breaches)
+        mails = smtp_sink.wait_for(1)
+        assert len(mails) == 1
+        mail = mails[0]
+        assert "daily" in mail["Subject"].lower()
+        types = [part.get_content_type() for part in mail.walk()]
+        assert "text/html" in types
+    finally:
+        restored = stack.run("site")
+        assert restored.rc == 0, restored.stdout[-3000:]
+        stack.psql("DELETE FROM backup_jobs WHERE status = 'failed'")
+    wait_ready(stack)
+
+
+def test_weekly_check_reports_bloated_table(stack):
+    stack.psql(
+        "DROP TABLE IF EXISTS bloat_probe;"
+        "CREATE TABLE bloat_probe (id int PRIMARY KEY, pad text)"
+        " WITH (autovacuum_enabled = false);"
+        "INSERT INTO bloat_probe SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g;"
+        "DELETE FROM bloat_probe WHERE id > 2000;"
+    )
+    time.sleep(2)  # statistics reach pg_stat_user_tables at the next flush
+    try:
+        result = stack.run("weekly_check")
+        assert result.artifact_data["bmops_weekly"]["report"]
+        data = report(stack, "weekly")
+        tables = {t["table"]: t for t in data["facts"]["pg_stats"]["tables"]}
+        probe = next(t for name, t in tables.items() if name.endswith("bloat_probe"))
+        assert probe["dead_tuples"] >= 18000
+        flagged = [c for c in data["checks"]
+                   if c["metric"] == "dead_tuple_percent"
+                   and "bloat_probe" in f"{c.get('item')} {c['message']}"]
+        assert flagged and flagged[0]["status"] in ("warn", "breach"), data["checks"]
+        markdown = stack.sh("cat /var/lib/bmops/reports/weekly-latest.md").stdout
+        assert "bloat_probe" in markdown
+    finally:
+        stack.psql("DROP TABLE IF EXISTS bloat_probe")
