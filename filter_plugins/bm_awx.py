@@ -10,8 +10,8 @@ _EDGES = {"success": "success_nodes", "failure": "failure_nodes", "always": "alw
 def bm_awx_workflow_nodes(nodes: list[dict[str, Any]], organization: str) -> list[dict[str, Any]]:
     """Turn the short node list of awx_objects.yml into awx.awx workflow_nodes.
 
-    Each input node: ``identifier``, ``template`` (a job template name), optional
-    ``extra_data`` and ``success`` / ``failure`` / ``always`` lists of identifiers.
+    Each input node: ``identifier``, ``template`` (a job template name) and
+    optional ``success`` / ``failure`` / ``always`` lists of identifiers.
     """
     known = {n["identifier"] for n in nodes}
     result = []
@@ -34,8 +34,6 @@ def bm_awx_workflow_nodes(nodes: list[dict[str, Any]], organization: str) -> lis
             },
             "related": related,
         }
-        if node.get("extra_data"):
-            out["extra_data"] = node["extra_data"]
         result.append(out)
     return result
 

@@ -85,10 +85,13 @@ def test_renewal_cron_and_deploy_hook(host):
     assert "authenticator = webroot" in renewal and "pebble:14000" in renewal
 
 
-def test_forced_renewal_reloads_nginx_with_a_new_serial(host):
+def test_forced_renewal_reloads_nginx_with_a_new_serial(host, run_playbook):
     before = served(host)
-    host.check_output(f"REQUESTS_CA_BUNDLE={CA_BUNDLE} certbot renew --force-renewal "
-                      "--no-random-sleep-on-renew --quiet")
+    # playbooks/certificate_renew.yml (what AWX schedules), forced
+    rc, out, raw = run_playbook("../../playbooks/certificate_renew.yml",
+                                "-e", "certbot_renew_force=true")
+    assert rc == 0, raw
+    assert sum(s["changed"] for s in out["stats"].values()) == 1, raw
     after = wait_for(lambda: (s := served(host))["serial"] != before["serial"] and s)
     assert after, "nginx still serves the old serial after the renewal"
     assert "Pebble" in after["issuer"]
