@@ -42,6 +42,11 @@ def require_psycopg(module):
                          exception=PSYCOPG_IMPORT_ERROR)
 
 
+# Session limits of every fact-gathering connection.
+LOCK_TIMEOUT = '2s'
+STATEMENT_TIMEOUT = '30s'
+
+
 def connection_kwargs(params, application_name='bmops'):
     """psycopg.connect() keyword arguments from module params (no password in a DSN string)."""
     kwargs = dict(
@@ -80,6 +85,10 @@ def pg_connect(params, application_name='bmops'):
     conn = psycopg.connect(row_factory=dict_row, **connection_kwargs(params, application_name))
     # Belt and braces for *_info modules: nothing we run may write.
     conn.execute('SET default_transaction_read_only = on')
+    # A check must answer even when the database is in trouble: never queue
+    # behind a lock held by the problem being diagnosed, never run for long.
+    conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
+    conn.execute(f"SET statement_timeout = '{STATEMENT_TIMEOUT}'")
     return conn
 
 

@@ -138,6 +138,16 @@ def test_03_the_session_is_read_only(pg):
         conn.close()
 
 
+def test_03b_the_session_never_waits_long_on_a_lock(pg):
+    conn = pg_connect(pg)
+    try:
+        limits = conn.execute("SELECT current_setting('lock_timeout') AS lock, "
+                              "current_setting('statement_timeout') AS stmt").fetchone()
+        assert limits == {"lock": "2s", "stmt": "30s"}
+    finally:
+        conn.close()
+
+
 @pytest.fixture(scope="module")
 def app_schema(pg):
     """The reference app's tables: 3 jobs finished in the last 24 h, one of them failed."""
