@@ -66,24 +66,13 @@ def assert_ok(result) -> None:
 
 @pytest.fixture(scope="module")
 def ops(stack):
-    """The stack plus what the operations need that site.yml does not install yet:
-    python3-psycopg (bm_*_info modules) and role db_backup (bmops-backup: host lock,
-    restore test). See the issue-8 report: site.yml should provide both."""
-    import ansible_runner
-
-    stack.sh("python3 -c 'import psycopg' 2>/dev/null || "
-             "(apt-get update -qq && apt-get install -y -qq python3-psycopg >/dev/null)")
-    if stack.sh(f"test -x {TOOL}", check=False).returncode != 0:
-        private = stack.workdir / "db_backup"
-        private.mkdir(parents=True, exist_ok=True)
-        playbook = private / "db_backup.yml"
-        playbook.write_text("- hosts: bm_app\n  become: true\n  gather_facts: false\n"
-                            "  roles: [db_backup]\n", encoding="utf-8")
-        res = ansible_runner.run(
-            private_data_dir=str(private), project_dir=str(ROOT),
-            playbook=str(playbook), inventory=str(stack.inventory),
-            envvars={"ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}, quiet=True)
-        assert res.rc == 0, res.stdout.read()[-3000:]
+    """The converged stack. site.yml installs what the operations need:
+    python3-psycopg (bm_*_info modules, role app_stack) and bmops-backup (host
+    lock, restore test; role db_backup)."""
+    assert stack.sh("python3 -c 'import psycopg'", check=False).returncode == 0, \
+        "site.yml did not install python3-psycopg on the host"
+    assert stack.sh(f"test -x {TOOL}", check=False).returncode == 0, \
+        f"site.yml did not install {TOOL}"
     wait_ready(stack)
     return stack
 
