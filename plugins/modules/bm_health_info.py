@@ -120,29 +120,8 @@ options:
   redis_password:
     description: Redis password (C(bm_redis_password)).
     type: str
-  db_host:
-    description: PostgreSQL host.
-    type: str
-    default: 127.0.0.1
-  db_port:
-    description: PostgreSQL port (C(bm_db_port)).
-    type: int
-    default: 5432
-  db_name:
-    description: Application database (C(bm_db_name)).
-    type: str
-    default: backup_mgmt
-  db_user:
-    description: Database user (C(bm_db_user)).
-    type: str
-    default: postgres
-  db_password:
-    description: Database password (C(bm_db_password)).
-    type: str
-  connect_timeout:
-    description: Connection timeout in seconds.
-    type: int
-    default: 5
+extends_documentation_fragment:
+  - bm_postgres
 attributes:
   check_mode:
     support: full
