@@ -17,26 +17,7 @@ import pytest
 from ansible.module_utils import basic, bm_health
 from ansible.module_utils.bm_common import connect_error_message, jsonable
 from ansible.module_utils.testing import patch_module_args
-
-
-class ExitJson(Exception):
-    pass
-
-
-class FailJson(Exception):
-    pass
-
-
-@pytest.fixture
-def module_exit(monkeypatch):
-    def exit_json(self, **kwargs):
-        raise ExitJson(kwargs)
-
-    def fail_json(self, **kwargs):
-        raise FailJson(kwargs)
-
-    monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
+from module_harness import ExitJson, FailJson
 
 
 # ------------------------------------------------------------------ log parsing

@@ -8,28 +8,9 @@ from __future__ import annotations
 # under ansible.module_utils, as Ansible does on the managed host.
 import bm_pg_stats_info
 import pytest
-from ansible.module_utils import basic, bm_pg_stats
+from ansible.module_utils import bm_pg_stats
 from ansible.module_utils.testing import patch_module_args
-
-
-class ExitJson(Exception):
-    pass
-
-
-class FailJson(Exception):
-    pass
-
-
-@pytest.fixture
-def module_exit(monkeypatch):
-    def exit_json(self, **kwargs):
-        raise ExitJson(kwargs)
-
-    def fail_json(self, **kwargs):
-        raise FailJson(kwargs)
-
-    monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
+from module_harness import ExitJson, FailJson
 
 
 def test_statements_sql_quotes_the_schema_and_keeps_parameters():
