@@ -116,6 +116,22 @@ class Stack:
         return docker("exec", "-w", "/opt/backup-mgmt", self.host, "docker", "compose", *args,
                       check=check)
 
+    def ready_status(self) -> int:
+        """HTTP status of the backend's /health/ready on the host (0: no answer)."""
+        out = self.sh("curl -s -o /dev/null -w '%{http_code}' --max-time 3 "
+                      "http://127.0.0.1:8000/health/ready", check=False).stdout.strip()
+        return int(out) if out.isdigit() else 0
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Wait until /health/ready answers 200 again."""
+        deadline = time.monotonic() + timeout
+        while self.ready_status() != 200:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"/health/ready not 200 after {timeout:.0f} s:\n"
+                    + self.compose("ps", "-a", check=False).stdout)
+            time.sleep(1)
+
     def psql(self, sql: str) -> str:
         """Run SQL in the application database inside the db container."""
         proc = self.compose("exec", "-T", "db", "psql", "-U", "postgres", "-d", "backup_mgmt",

@@ -51,24 +51,6 @@ def tool(stack, *args: str, env: dict | None = None) -> tuple[int, dict, str]:
     return proc.returncode, out, proc.stderr
 
 
-def ready_status(stack) -> int:
-    proc = stack.sh(
-        "python3 - <<'EOF'\n"
-        "import urllib.request, urllib.error\n"
-        "try:\n"
-        "    print(urllib.request.urlopen('http://127.0.0.1:8000/health/ready',"
-        " timeout=3).status)\n"
-        "except urllib.error.HTTPError as e:\n"
-        "    print(e.code)\n"
-        "except Exception:\n"
-        "    print(0)\n"
-        "EOF", check=False)
-    try:
-        return int(proc.stdout.strip() or 0)
-    except ValueError:
-        return 0
-
-
 def service_states(stack) -> dict[str, str]:
     out = stack.compose("ps", "-a", "--format", "{{.Service}} {{.State}}", check=False).stdout
     return dict(line.split(None, 1) for line in out.splitlines() if line.strip())
@@ -79,7 +61,7 @@ def wait_healthy(stack, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while True:
         states = service_states(stack)
-        status = ready_status(stack)
+        status = stack.ready_status()
         if status == 200 and all(states.get(s) == "running" for s in SERVICES):
             return
         if time.monotonic() > deadline:

@@ -28,17 +28,6 @@ def report(stack, check: str) -> dict:
     return json.loads(stack.sh(f"cat /var/lib/bmops/reports/{check}-latest.json").stdout)
 
 
-def wait_ready(stack, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        code = stack.sh("curl -s -o /dev/null -w '%{http_code}' "
-                        "http://127.0.0.1:8000/health/ready", check=False).stdout
-        if code == "200":
-            return
-        time.sleep(2)
-    pytest.fail("/health/ready did not return 200 again")
-
-
 def failed_message(result) -> str:
     failed = result.failed_tasks()
     assert len(failed) == 1, [f.get("task") for f in failed]
@@ -81,7 +70,7 @@ def test_daily_check_redis_down_fails_naming_ready(stack, smtp_sink):
     assert ready["value"] == 503 and ready["status"] == "breach"
     assert "redis" in json.dumps(report(stack, "daily")["facts"]["health"]["ready"])
     assert len(smtp_sink.wait_for(1)) == 1
-    wait_ready(stack)
+    stack.wait_ready()
 
 
 def test_daily_check_failing_jobs_fails_and_mails(stack, smtp_sink):
@@ -112,7 +101,7 @@ def test_daily_check_failing_jobs_fails_and_mails(stack, smtp_sink):
         restored = stack.run("site")
         assert restored.rc == 0, restored.stdout[-3000:]
         stack.psql("DELETE FROM backup_jobs WHERE status = 'failed'")
-    wait_ready(stack)
+    stack.wait_ready()
 
 
 def test_weekly_check_reports_bloated_table(stack):

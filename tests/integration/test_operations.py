@@ -23,34 +23,6 @@ TOOL = "/usr/local/sbin/bmops-backup"
 
 # ---------------------------------------------------------------- helpers
 
-def ready_status(stack) -> int | None:
-    proc = stack.sh(
-        "python3 - <<'EOF'\n"
-        "import urllib.request, urllib.error\n"
-        "try:\n"
-        "    url = 'http://127.0.0.1:8000/health/ready'\n"
-        "    print(urllib.request.urlopen(url, timeout=3).status)\n"
-        "except urllib.error.HTTPError as e:\n"
-        "    print(e.code)\n"
-        "except Exception:\n"
-        "    print(0)\n"
-        "EOF", check=False)
-    try:
-        return int(proc.stdout.strip() or 0) or None
-    except ValueError:
-        return None
-
-
-def wait_ready(stack, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if ready_status(stack) == 200:
-            return
-        time.sleep(1)
-    raise AssertionError(f"/health/ready not 200 after {timeout:.0f} s:\n"
-                         + stack.compose("ps", "-a", check=False).stdout)
-
-
 def report(stack, name: str) -> dict:
     return json.loads(stack.sh(f"cat {REPORTS}/{name}").stdout)
 
@@ -73,7 +45,7 @@ def ops(stack):
         "site.yml did not install python3-psycopg on the host"
     assert stack.sh(f"test -x {TOOL}", check=False).returncode == 0, \
         f"site.yml did not install {TOOL}"
-    wait_ready(stack)
+    stack.wait_ready()
     return stack
 
 
@@ -122,7 +94,7 @@ def test_triage_db_stopped_is_db_connection_errors(ops):
         assert timeline[-1]["event"].startswith("incident triage ran: DB connection errors")
     finally:
         ops.compose("start", "db")
-        wait_ready(ops)
+        ops.wait_ready()
 
 
 def test_triage_crash_looping_backend_is_container_not_starting(ops):
@@ -150,7 +122,7 @@ def test_triage_crash_looping_backend_is_container_not_starting(ops):
     finally:
         ops.sh("rm -f /opt/backup-mgmt/compose.override.yaml")
         ops.compose("up", "-d", "--no-deps", "--wait", "backend")
-        wait_ready(ops)
+        ops.wait_ready()
 
 
 def test_triage_blocked_query_is_api_slow(ops):
@@ -179,7 +151,7 @@ def test_triage_blocked_query_is_api_slow(ops):
         ops.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                  "WHERE query ~ '(pg_sleep\\(120\\)|bmops_it_blocked)' "
                  "AND pid <> pg_backend_pid();")
-        wait_ready(ops)
+        ops.wait_ready()
 
 
 def test_triage_nginx_5xx_rate_when_nginx_is_present(ops):
@@ -209,7 +181,7 @@ def test_triage_nginx_5xx_rate_when_nginx_is_present(ops):
         assert "Access-log tail" in ops.sh(f"cat {REPORTS}/triage-latest.md").stdout
     finally:
         ops.compose("start", "backend")
-        wait_ready(ops)
+        ops.wait_ready()
 
 
 # ---------------------------------------------------------------- log level
@@ -396,7 +368,7 @@ def test_images_update_one_service_and_roll_back_a_broken_one(ops):
         assert images["services"] == [{"service": "redis", "image": "bmops/redis:7",
                                        "from": original, "to": patched, "result": "updated"}]
         assert running_image(ops, "backup-mgmt-redis-1") == patched
-        wait_ready(ops)
+        ops.wait_ready()
 
         # a broken image: the service fails, the previous image gets its tag back
         ops.sh("printf 'FROM bmops/redis:7\\nENTRYPOINT [\"sh\", \"-c\", \"exit 1\"]\\n' "
@@ -413,12 +385,12 @@ def test_images_update_one_service_and_roll_back_a_broken_one(ops):
         assert images["services"][0]["to"] == broken
         assert image_id(ops, "bmops/redis:7") == patched
         assert running_image(ops, "backup-mgmt-redis-1") == patched
-        wait_ready(ops)
+        ops.wait_ready()
         assert json.loads(ops.sh(f"{TOOL} lock status").stdout)["free"] is True
     finally:
         ops.sh(f"docker tag {original} bmops/redis:7")
         ops.compose("up", "-d", "--no-deps", "--wait", "redis")
-        wait_ready(ops)
+        ops.wait_ready()
 
 
 # ---------------------------------------------------------------- DR drill
@@ -440,7 +412,7 @@ def test_dr_drill_restores_into_a_fresh_stack_and_reports_rto_rpo(ops):
     assert "backup-mgmt-drill" not in ops.sh("docker ps -a --format '{{.Names}}'").stdout
     assert ops.sh("test -e /opt/backup-mgmt-drill", check=False).returncode != 0
     assert started_at(ops, "backup-mgmt-backend-1") == live_started
-    assert ready_status(ops) == 200
+    assert ops.ready_status() == 200
 
 
 def test_check_mode_changes_nothing(ops):
