@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# bmops benchmarks (DESIGN.md §8): brings up the host container `bmops-bench`,
+# converges site.yml + the db_backup role, measures side by side in one run and
+# rewrites BENCHMARKS.md.  `make bench` runs it after `make images`.
+#   BMOPS_KEEP=1 bash bench/run.sh     # keep the host afterwards
+# Settings (environment): see the docstring of bench/bench.py.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export ANSIBLE_CONFIG="$PWD/ansible.cfg"
+export PATH="$PWD/.venv/bin:$PATH"
+exec "$PWD/.venv/bin/python" bench/bench.py "$@"
