@@ -102,7 +102,8 @@ def pg():
 def tool(pg, tmp_path):
     bdir = tmp_path / "backup"
     bdir.mkdir(mode=0o700)
-    cfg = {"exec_prefix": ["docker", "exec", "-i", pg.name], "backup_dir": str(bdir),
+    cfg = {"exec_prefix": ["docker", "exec", "-i", pg.name], "container": pg.name,
+           "backup_dir": str(bdir),
            "lock_file": str(tmp_path / "lock"), "textfile_dir": str(tmp_path),
            "min_free_bytes": 0, "keep_days": 30, "keep_min": 3}
     path = tmp_path / "backup.json"
@@ -134,10 +135,20 @@ def names(d: Path) -> list[str]:
     return sorted(p.name for p in d.iterdir())
 
 
-def test_round_trip_backup_change_restore_swap(pg, tool):
+def spool_leftovers(pg) -> list[str]:
+    """Work directories of the directory format left in the db container's /tmp."""
+    res = sh("docker", "exec", pg.name, "sh", "-c", "ls -a /tmp")
+    return [n for n in res.stdout.split() if n.startswith("bmops-")]
+
+
+@pytest.mark.parametrize("fmt, ext", [("directory", "dir.tar"), ("custom", "dump.zst")])
+def test_round_trip_backup_change_restore_swap(pg, tool, fmt, ext):
+    tool.configure(format=fmt)
     rc, out, err = tool("backup")
     assert rc == 0, err
-    assert out["format"] == "custom" and out["codec"] == "zstd"
+    assert out["format"] == fmt and out["codec"] == "zstd"
+    assert Path(out["path"]).name == f"{out['id']}.{ext}"
+    assert spool_leftovers(pg) == []
     man = json.loads((tool.dir / f"{out['id']}.json").read_text())
     assert man["row_counts"] == SEEDED
     assert man["server_version"].startswith("15.")
@@ -156,6 +167,7 @@ def test_round_trip_backup_change_restore_swap(pg, tool):
     rc, dropped, _ = tool("drop-old", "--keep", "0")
     assert rc == 0 and dropped["dropped"] == [swap["old_database"]]
     assert not {d for d in pg.databases() if d.startswith("bmops_scratch")}
+    assert spool_leftovers(pg) == []
 
 
 def test_restore_test_reports_matching_counts(pg, tool):

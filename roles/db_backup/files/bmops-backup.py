@@ -37,11 +37,12 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
 
-TOOL_VERSION = "1.0.0"
+TOOL_VERSION = "1.1.0"
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
 DEFAULT_CONFIG = "/etc/bmops/backup.json"
 CHUNK = 1024 * 1024
@@ -65,8 +66,8 @@ DEFAULTS = {
     "db_user": "postgres",
     "backup_dir": "/backup/db",
     "lock_file": "/run/lock/bmops.lock",
-    "format": "custom",  # custom | sql_gz
-    "codec": "auto",  # auto | zstd | gzip  (custom format only; sql_gz is always gzip)
+    "format": "directory",  # directory | custom | sql_gz
+    "codec": "auto",  # auto | zstd | gzip  (directory/custom; sql_gz is always gzip)
     "zstd_level": 1,
     "keep_days": 30,
     "keep_min": 3,
@@ -76,12 +77,19 @@ DEFAULTS = {
     "size_ratio": 1.0,  # free space needed = pg_database_size * size_ratio + min_free_bytes
     "min_backup_bytes": 512,  # smaller files are rejected as not sane
     "restore_jobs": 2,
+    "dump_jobs": 2,
+    # The db container (name or id) for the directory format, which moves data through
+    # the container's filesystem (/proc/<pid>/root) instead of docker exec's stdio.
+    # None: derived from docker compose settings.
+    "container": None,
+    # Work directory inside the db container for directory dumps/restores (removed after).
+    "spool_dir": "/tmp",
     "scratch_prefix": "bmops_scratch",
     "textfile_dir": "/var/lib/prometheus/node-exporter",
 }
 
 NAME_RE = re.compile(
-    r"^(?P<stamp>\d{8}_\d{6})(?:_(?P<seq>\d+))?\.(?P<ext>sql\.gz|dump\.zst|dump\.gz)"
+    r"^(?P<stamp>\d{8}_\d{6})(?:_(?P<seq>\d+))?\.(?P<ext>sql\.gz|dump\.zst|dump\.gz|dir\.tar)"
     r"(?P<partial>\.partial)?$"
 )
 MANIFEST_RE = re.compile(r"^(?P<stamp>\d{8}_\d{6})(?:_(?P<seq>\d+))?\.json$")
@@ -89,8 +97,12 @@ EXT_INFO = {
     "sql.gz": {"format": "sql_gz", "codec": "gzip"},
     "dump.zst": {"format": "custom", "codec": "zstd"},
     "dump.gz": {"format": "custom", "codec": "gzip"},
+    "dir.tar": {"format": "directory", "codec": "zstd"},  # members say their own codec
 }
 DECOMPRESS = {"zstd": ["zstd", "-dc", "-q"], "gzip": ["gzip", "-dc"]}
+TEST = {"zstd": ["zstd", "-t", "-q"], "gzip": ["gzip", "-t"]}
+SUFFIX = {"zstd": ".zst", "gzip": ".gz"}
+CODEC_OF = {v: k for k, v in SUFFIX.items()}
 
 
 class ToolError(Exception):
@@ -206,12 +218,12 @@ def load_config(path: str) -> dict:
     if unknown:
         raise ToolError(f"config {path}: unknown keys {', '.join(unknown)}", EXIT_USAGE)
     cfg = {**DEFAULTS, **data}
-    if cfg["format"] not in ("custom", "sql_gz"):
-        raise ToolError("config: format must be 'custom' or 'sql_gz'", EXIT_USAGE)
+    if cfg["format"] not in ("directory", "custom", "sql_gz"):
+        raise ToolError("config: format must be 'directory', 'custom' or 'sql_gz'", EXIT_USAGE)
     if cfg["codec"] not in ("auto", "zstd", "gzip"):
         raise ToolError("config: codec must be auto, zstd or gzip", EXIT_USAGE)
-    for key in ("keep_days", "keep_min", "restore_jobs"):
-        if not isinstance(cfg[key], int) or cfg[key] < (1 if key == "restore_jobs" else 0):
+    for key in ("keep_days", "keep_min", "restore_jobs", "dump_jobs"):
+        if not isinstance(cfg[key], int) or cfg[key] < (1 if key.endswith("_jobs") else 0):
             raise ToolError(f"config: {key} must be a non-negative integer", EXIT_USAGE)
     if cfg["exec_prefix"] is None:
         cfg["exec_prefix"] = [cfg["docker"], "compose", "-p", cfg["project_name"],
@@ -494,6 +506,8 @@ def count_copy_rows(stream) -> dict:
 
 def inspect_archive(cfg: dict, path: str, fmt: str, codec: str) -> dict:
     """Read a backup end to end: sha256, decompression, archive readable, row counts."""
+    if fmt == "directory":
+        return inspect_dir_tar(path, count=True)
     hasher = hashlib.sha256()
     counter = [0]
     errors: list = []
@@ -522,6 +536,479 @@ def inspect_archive(cfg: dict, path: str, fmt: str, codec: str) -> dict:
     info["size_bytes"] = counter[0]
     return info
 
+
+# ------------------------------------------------------------ directory archives
+#
+# Default format.  pg_dump -Fd -Z0 -j N writes one plain COPY file per table into a
+# work directory inside the db container; the host reads it through /proc/<pid>/root
+# (no docker exec stdio in the data path), counts each table's rows, and packs the
+# files into ONE tar file whose members are compressed one by one:
+#
+#     <id>.dir.tar = toc.dat + <dumpId>.dat.zst ... (uncompressed tar, 0600)
+#
+# Restoring by hand: `tar -xf <id>.dir.tar -C d && zstd -d --rm d/*.zst &&
+# pg_restore -j 2 -d DB d` (pg_restore 16+ reads the .zst members as they are).
+# bmops restores without unpacking: every table file becomes a FIFO in the container
+# that the host fills from its member while `pg_restore -j N` reads it.
+
+
+def _read_int(buf: bytes, pos: int, int_size: int) -> tuple[int, int]:
+    sign = buf[pos]
+    val = int.from_bytes(buf[pos + 1:pos + 1 + int_size], "little")
+    return (-val if sign else val), pos + 1 + int_size
+
+
+def _read_str(buf: bytes, pos: int, int_size: int) -> tuple[str | None, int]:
+    n, pos = _read_int(buf, pos, int_size)
+    if n < 0:
+        return None, pos
+    if pos + n > len(buf):
+        raise ValueError("string runs past the end")
+    return buf[pos:pos + n].decode("utf-8", errors="replace"), pos + n
+
+
+def copy_table_name(copy_stmt: str | None) -> str | None:
+    """'COPY public.t (a, b) FROM stdin;' -> 'public.t' (the manifest's table key)."""
+    if not copy_stmt or not copy_stmt.startswith("COPY "):
+        return None
+    return copy_stmt[5:].split(" (", 1)[0].split(" FROM", 1)[0].strip()
+
+
+def parse_toc(data: bytes) -> dict:
+    """Parse a directory-format toc.dat: header and TOC entries that carry data files.
+
+    Returns {"version": "1.14.0", "entries": [{"dump_id", "desc", "table", "file"}]};
+    raises ValueError when the file is not a readable pg_dump TOC.
+    """
+    if data[:5] != b"PGDMP":
+        raise ValueError("toc.dat does not start with PGDMP")
+    vmaj, vmin, vrev, int_size, off_size, fmt = data[5:11]
+    version = (vmaj, vmin, vrev)
+    if version < (1, 12, 0) or vmaj != 1:
+        raise ValueError(f"unsupported archive version {vmaj}.{vmin}.{vrev}")
+    if fmt == 1:  # archCustom: data blocks follow the TOC, no file names
+        raise ValueError("this is a custom-format archive, not a directory TOC")
+    pos = 11
+    if version >= (1, 15, 0):
+        compression, pos = data[pos], pos + 1  # algorithm byte
+    else:
+        compression, pos = _read_int(data, pos, int_size)
+    if compression != 0:
+        raise ValueError("the archive is compressed by pg_dump; bmops dumps with -Z0")
+    for _ in range(7):  # creation time
+        _, pos = _read_int(data, pos, int_size)
+    for _ in range(3):  # database, server version, pg_dump version
+        _, pos = _read_str(data, pos, int_size)
+    count, pos = _read_int(data, pos, int_size)
+    entries = []
+    for _ in range(count):
+        dump_id, pos = _read_int(data, pos, int_size)
+        had_dumper, pos = _read_int(data, pos, int_size)
+        for _ in range(2):  # tableoid, oid
+            _, pos = _read_str(data, pos, int_size)
+        _tag, pos = _read_str(data, pos, int_size)
+        desc, pos = _read_str(data, pos, int_size)
+        _, pos = _read_int(data, pos, int_size)  # section
+        for _ in range(2):  # defn, dropStmt
+            _, pos = _read_str(data, pos, int_size)
+        copy_stmt, pos = _read_str(data, pos, int_size)
+        for _ in range(3 if version >= (1, 14, 0) else 2):  # namespace, tablespace, tableam
+            _, pos = _read_str(data, pos, int_size)
+        if version >= (1, 16, 0):
+            _, pos = _read_int(data, pos, int_size)  # relkind
+        for _ in range(2):  # owner, "false"
+            _, pos = _read_str(data, pos, int_size)
+        while True:  # dependencies, NULL-terminated
+            dep, pos = _read_str(data, pos, int_size)
+            if dep is None:
+                break
+        filename, pos = _read_str(data, pos, int_size)
+        if pos > len(data):
+            raise ValueError("TOC runs past the end of toc.dat")
+        if had_dumper and filename:
+            entries.append({"dump_id": dump_id, "desc": desc, "file": filename,
+                            "table": copy_table_name(copy_stmt)})
+    del off_size
+    return {"version": f"{vmaj}.{vmin}.{vrev}", "entries": entries}
+
+
+COPY_END = b"\\.\n\n\n"  # what pg_dump writes after a table's last row (-Fd, -Z0)
+
+
+def _tar_header(name: str, size: int, mtime: float) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = size, 0o600, int(mtime)
+    return info.tobuf(format=tarfile.USTAR_FORMAT)
+
+
+def _pad(size: int) -> bytes:
+    return b"\0" * (-size % 512)
+
+
+def _compress_member(src: str, out, codec: str, level: int, count: bool) -> dict:
+    """Compress the finished file ``src`` into ``out``; count its rows meanwhile.
+
+    The compressor and ``wc -l`` read the file themselves (page cache, C speed);
+    Python only copies the compressed bytes.
+    """
+    argv = (["zstd", f"-{level}", "-T0", "-q", "-c", src] if codec == "zstd"
+            else ["gzip", "-1", "-c", src])
+    pipe = Pipeline()
+    written = 0
+    lines = b"0"
+    try:
+        comp = pipe.start(argv[0], argv, stdin=subprocess.DEVNULL)
+        counter = None
+        if count:
+            with open(src, "rb") as fh:
+                counter = pipe.start("wc -l", ["wc", "-l"], stdin=fh)
+        while chunk := comp.stdout.read(CHUNK):
+            out.write(chunk)
+            written += len(chunk)
+        if counter:
+            lines = counter.stdout.read()
+        pipe.wait()
+    except BaseException:
+        pipe.kill()
+        raise
+    size = os.path.getsize(src)
+    result = {"compressed": written, "bytes": size}
+    if count:
+        with open(src, "rb") as fh:
+            fh.seek(max(0, size - len(COPY_END)))
+            tail = fh.read()
+        if tail != COPY_END:
+            raise ToolError(f"{os.path.basename(src)}: table data is incomplete "
+                            "(no end-of-data marker)")
+        result["rows"] = int(lines.split()[0]) - COPY_END.count(b"\n")
+    return result
+
+
+def pack_directory(src_dir: str, out, codec: str, level: int) -> dict:
+    """Pack a pg_dump -Fd directory into the open file ``out`` as a tar of compressed
+    members; return row counts per table, read from the table files themselves."""
+    with open(os.path.join(src_dir, "toc.dat"), "rb") as fh:
+        toc_bytes = fh.read()
+    try:
+        toc = parse_toc(toc_bytes)
+    except (ValueError, IndexError) as exc:
+        raise ToolError(f"toc.dat of the dump is unreadable: {exc}") from None
+    names = set(os.listdir(src_dir))
+    missing = [e["file"] for e in toc["entries"] if e["file"] not in names]
+    if missing:
+        raise ToolError(f"dump is incomplete: data files missing: {', '.join(missing[:5])}")
+    tables = {e["file"]: e["table"] for e in toc["entries"] if e["table"]}
+    now = time.time()
+    out.write(_tar_header("toc.dat", len(toc_bytes), now) + toc_bytes + _pad(len(toc_bytes)))
+    counts: dict[str, int] = {}
+    sql_bytes = 0
+    for name in sorted(names - {"toc.dat"}):
+        path = os.path.join(src_dir, name)
+        if not os.path.isfile(path):
+            raise ToolError(f"unexpected entry {name} in the dump directory")
+        start = out.tell()
+        out.write(b"\0" * 512)  # header, filled in once the compressed size is known
+        res = _compress_member(path, out, codec, level, count=name in tables)
+        out.write(_pad(res["compressed"]))
+        end = out.tell()
+        out.seek(start)
+        out.write(_tar_header(name + SUFFIX[codec], res["compressed"], now))
+        out.seek(end)
+        sql_bytes += res["bytes"]
+        if name in tables:
+            counts[tables[name]] = counts.get(tables[name], 0) + res["rows"]
+    out.write(b"\0" * 1024)  # end of archive
+    return {"row_counts": counts, "sql_bytes": sql_bytes + len(toc_bytes),
+            "archive_version": toc["version"], "members": len(names)}
+
+
+def iter_tar(fh):
+    """Yield (name, offset, size) of each member of an uncompressed tar; hashes nothing."""
+    while True:
+        block = fh.read(512)
+        if len(block) < 512:
+            raise ToolError("archive is truncated (no end-of-archive marker)")
+        if block == b"\0" * 512:
+            return
+        try:
+            info = tarfile.TarInfo.frombuf(block, "utf-8", "strict")
+        except tarfile.TarError as exc:
+            raise ToolError(f"archive is damaged: {exc}") from None
+        if not info.isfile() or "/" in info.name:
+            raise ToolError(f"archive holds an unexpected member {info.name!r}")
+        yield info.name, fh.tell(), info.size
+        fh.seek(info.size + (-info.size % 512), os.SEEK_CUR)
+
+
+def _member_codec(name: str) -> tuple[str, str | None]:
+    """'3365.dat.zst' -> ('3365.dat', 'zstd'); 'toc.dat' -> ('toc.dat', None)."""
+    base, dot, suffix = name.rpartition(".")
+    if dot and "." + suffix in CODEC_OF:
+        return base, CODEC_OF["." + suffix]
+    return name, None
+
+
+def _copy_range(fh, offset: int, size: int, dest, hasher=None) -> None:
+    fh.seek(offset)
+    left = size
+    while left > 0:
+        chunk = fh.read(min(CHUNK, left))
+        if not chunk:
+            raise ToolError("archive is truncated")
+        if hasher is not None:
+            hasher.update(chunk)
+        dest.write(chunk)
+        left -= len(chunk)
+
+
+def inspect_dir_tar(path: str, count: bool = True) -> dict:
+    """Read a .dir.tar end to end: sha256 of the file, every member decompresses
+    (codec checksums), the TOC parses, and (count=True) rows per table."""
+    hasher = hashlib.sha256()
+    counts: dict[str, int] = {}
+    sql_bytes = 0
+    with open(path, "rb") as fh:
+        members = list(iter_tar(fh))
+        names = {_member_codec(n)[0] for n, _, _ in members}
+        if "toc.dat" not in names:
+            raise ToolError(f"{path}: no toc.dat in the archive")
+        for name, off, size in members:
+            if name == "toc.dat":
+                fh.seek(off)
+                toc = parse_toc(fh.read(size))
+        tables = {e["file"]: e["table"] for e in toc["entries"] if e["table"]}
+        missing = [e["file"] for e in toc["entries"] if e["file"] not in names]
+        if missing:
+            raise ToolError(f"{path}: data files missing: {', '.join(missing[:5])}")
+        for name, off, size in members:
+            base, codec = _member_codec(name)
+            if codec is None:
+                continue
+            table = tables.get(base) if count else None
+            if table:
+                seen = {"nl": 0, "tail": b"", "bytes": 0}
+
+                def sink(chunk, seen=seen):
+                    seen["nl"] += chunk.count(b"\n")
+                    seen["tail"] = (seen["tail"] + chunk[-8:])[-8:]
+                    seen["bytes"] += len(chunk)
+
+                _pipe_range(path, off, size, f"{codec} -d ({name})", DECOMPRESS[codec],
+                            sink=sink)
+                nl, tail = seen["nl"], seen["tail"]
+                sql_bytes += seen["bytes"]
+            else:
+                _pipe_range(path, off, size, f"{codec} -t ({name})", TEST[codec])
+            if table:
+                if not tail.endswith(COPY_END):
+                    raise ToolError(f"{path}: {name} is incomplete (no end-of-data marker)")
+                counts[table] = counts.get(table, 0) + nl - COPY_END.count(b"\n")
+        fh.seek(0)
+        size_bytes = 0
+        while chunk := fh.read(CHUNK):
+            hasher.update(chunk)
+            size_bytes += len(chunk)
+    return {"sha256": hasher.hexdigest(), "size_bytes": size_bytes,
+            "row_counts": counts if count else None, "sql_bytes": sql_bytes,
+            "complete": True}
+
+
+class ContainerFS:
+    """The db container's filesystem, reached from the host through /proc/<pid>/root."""
+
+    def __init__(self, cfg: dict):
+        self.cfg = cfg
+        ref = cfg["container"]
+        docker = cfg["docker"]
+        if not ref:
+            res = subprocess.run([docker, "compose", "-p", cfg["project_name"],
+                                  "--project-directory", cfg["project_dir"], "ps", "-q",
+                                  cfg["service"]], capture_output=True, text=True,
+                                 check=False)
+            ref = res.stdout.strip().splitlines()[0] if res.stdout.strip() else ""
+            if res.returncode != 0 or not ref:
+                raise ToolError(f"cannot find the running {cfg['service']} container of "
+                                f"project {cfg['project_name']}: {res.stderr.strip()[-300:]}")
+        res = subprocess.run([docker, "inspect", "-f", "{{.State.Pid}}", ref],
+                             capture_output=True, text=True, check=False)
+        pid = res.stdout.strip()
+        if res.returncode != 0 or not pid.isdigit() or pid == "0":
+            raise ToolError(f"db container {ref} is not running "
+                            f"({res.stderr.strip()[-300:] or 'no process'})")
+        self.root = f"/proc/{pid}/root"
+        if not os.path.isdir(self.root + cfg["spool_dir"]):
+            raise ToolError(f"cannot reach {cfg['spool_dir']} of the db container through "
+                            f"{self.root} (run the tool as root on the Docker host, or set "
+                            "format: custom)")
+        ids = run_in_db(cfg, ["sh", "-c", "id -u; id -g"]).split()
+        self.uid, self.gid = int(ids[0]), int(ids[1])
+
+    def host(self, inner: str) -> str:
+        return self.root + inner
+
+    def clean_stale(self) -> None:
+        """Remove work directories left by a killed run (callers hold the host lock)."""
+        base = self.host(self.cfg["spool_dir"])
+        for name in os.listdir(base):
+            if name.startswith("bmops-spool-"):
+                shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+
+    def make_dir(self, inner: str) -> str:
+        os.mkdir(self.host(inner), 0o700)
+        os.chown(self.host(inner), self.uid, self.gid)
+        return inner
+
+    def spool(self) -> str:
+        self.clean_stale()
+        return self.make_dir(f"{self.cfg['spool_dir']}/bmops-spool-{secrets.token_hex(6)}")
+
+    def remove(self, inner: str) -> None:
+        shutil.rmtree(self.host(inner), ignore_errors=True)
+
+    def free_bytes(self, inner: str) -> int:
+        st = os.statvfs(self.host(inner))
+        return st.f_bavail * st.f_frsize
+
+
+def dump_directory(cfg: dict, out, codec: str, db_size: int) -> dict:
+    """pg_dump -Fd inside the container, then pack; the work directory is always removed."""
+    fs = ContainerFS(cfg)
+    spool = fs.spool()
+    try:
+        free = fs.free_bytes(spool)
+        if free < db_size:
+            raise ToolError(f"not enough free space for the dump's work directory in the db "
+                            f"container ({cfg['spool_dir']}): {free} bytes free, need about "
+                            f"{db_size} (the database size); set spool_dir to a larger place")
+        target = f"{spool}/dump"
+        run_in_db(cfg, ["pg_dump", "-U", cfg["db_user"], "-Fd", "-Z0", "-j",
+                        str(cfg["dump_jobs"]), "--no-sync", "-f", target, cfg["db_name"]])
+        dumped = time.time()
+        info = pack_directory(fs.host(target), out, codec, int(cfg["zstd_level"]))
+        # the server's own pg_restore reads the TOC as a restore will
+        run_in_db(cfg, ["pg_restore", "-l", target])
+        info["dumped_at"] = dumped
+        return info
+    finally:
+        fs.remove(spool)
+
+
+def restore_directory(cfg: dict, entry: dict, target: str) -> None:
+    """pg_restore -j N from FIFOs the host fills from the archive's members."""
+    fs = ContainerFS(cfg)
+    spool = fs.spool()
+    stop = threading.Event()
+    errors: list = []
+    opened: set = set()
+    pending: dict = {}
+    workers: list = []
+    try:
+        work = fs.make_dir(f"{spool}/dump")
+        with open(entry["path"], "rb") as fh:
+            members = list(iter_tar(fh))
+            for name, off, size in members:
+                base, codec = _member_codec(name)
+                dest = fs.host(f"{work}/{base}")
+                if codec is None or not re.fullmatch(r"\d+\.dat", base):
+                    # toc.dat, large-object files: plain files, written up front
+                    with open(dest, "wb") as out:
+                        os.fchmod(out.fileno(), 0o600)
+                        if codec is None:
+                            _copy_range(fh, off, size, out)
+                        else:
+                            _decompress_range(entry["path"], off, size, codec, out.fileno())
+                    os.chown(dest, fs.uid, fs.gid)
+                else:
+                    os.mkfifo(dest, 0o600)
+                    os.chown(dest, fs.uid, fs.gid)
+                    pending[dest] = (off, size, codec, name)
+
+        def fill(fd, off, size, codec, name):
+            try:
+                os.set_blocking(fd, True)
+                _decompress_range(entry["path"], off, size, codec, fd)
+            except (OSError, ToolError) as exc:
+                errors.append(f"{name}: {exc}")
+            finally:
+                os.close(fd)  # the reader sees end of file
+
+        def dispatcher():
+            # start a filler as soon as pg_restore opens a FIFO for reading
+            while pending and not stop.is_set():
+                for dest in list(pending):
+                    try:
+                        fd = os.open(dest, os.O_WRONLY | os.O_NONBLOCK)
+                    except OSError as exc:
+                        if exc.errno != errno.ENXIO:
+                            errors.append(f"{dest}: {exc}")
+                            pending.pop(dest)
+                        continue
+                    args = pending.pop(dest)
+                    opened.add(dest)
+                    t = threading.Thread(target=fill, args=(fd, *args), daemon=True)
+                    t.start()
+                    workers.append(t)
+                stop.wait(0.02)
+
+        disp = threading.Thread(target=dispatcher, daemon=True)
+        disp.start()
+        try:
+            run_in_db(cfg, ["pg_restore", "--exit-on-error", "-j", str(cfg["restore_jobs"]),
+                            "-U", cfg["db_user"], "-d", target, work])
+        finally:
+            stop.set()
+            disp.join()
+            for dest in list(pending):  # never opened: let no filler wait forever
+                pending.pop(dest)
+            for t in workers:
+                t.join(timeout=60)
+        if errors:
+            raise ToolError(f"feeding pg_restore failed: {errors[0]}")
+    finally:
+        fs.remove(spool)
+
+
+def _pipe_range(path: str, offset: int, size: int, label: str, argv: list,
+                sink=None, out_fd: int | None = None) -> None:
+    """Feed bytes [offset, offset+size) of ``path`` to ``argv``; its output goes to
+    ``sink(chunk)``, to ``out_fd``, or nowhere.  Every failure raises ToolError."""
+    pipe = Pipeline()
+    errors: list = []
+    if sink is not None:
+        stdout = subprocess.PIPE
+    else:
+        stdout = out_fd if out_fd is not None else subprocess.DEVNULL
+    try:
+        proc = pipe.start(label, argv, stdin=subprocess.PIPE, stdout=stdout)
+
+        def feed():
+            try:
+                with open(path, "rb") as src:
+                    _copy_range(src, offset, size, proc.stdin)
+            except BrokenPipeError:
+                errors.append(f"{label} stopped reading early")
+            except (OSError, ToolError) as exc:
+                errors.append(str(exc))
+            finally:
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
+
+        feeder = threading.Thread(target=feed, daemon=True)
+        feeder.start()
+        if sink is not None:
+            while chunk := proc.stdout.read(CHUNK):
+                sink(chunk)
+        feeder.join()
+        pipe.wait()
+    except BaseException:
+        pipe.kill()
+        raise
+    if errors:
+        raise ToolError(errors[0])
+
+
+def _decompress_range(path: str, offset: int, size: int, codec: str, out_fd: int) -> None:
+    _pipe_range(path, offset, size, f"{codec} -d", DECOMPRESS[codec], out_fd=out_fd)
 
 # -------------------------------------------------------------------- inventory
 
@@ -699,9 +1186,15 @@ def do_backup(cfg: dict, tag: str | None = None) -> dict:
     server_version, db_size = rows[0][0], int(rows[0][1])
     space = check_free_space(cfg, db_size)
     bid = new_id(bdir, started)
-    ext = "sql.gz" if fmt == "sql_gz" else ("dump.zst" if codec == "zstd" else "dump.gz")
+    if fmt == "directory":
+        ext = "dir.tar"
+    else:
+        ext = "sql.gz" if fmt == "sql_gz" else ("dump.zst" if codec == "zstd" else "dump.gz")
     final = os.path.join(bdir, f"{bid}.{ext}")
     partial = final + ".partial"
+    if fmt == "directory":
+        return _backup_directory(cfg, tag, started, bid, final, partial, codec,
+                                 server_version, db_size, space)
     if fmt == "sql_gz":  # exactly the manual's: pg_dump -U postgres backup_mgmt | gzip
         dump_argv = ["pg_dump", "-U", cfg["db_user"], cfg["db_name"]]
         comp_argv = ["gzip"]
@@ -755,12 +1248,65 @@ def do_backup(cfg: dict, tag: str | None = None) -> dict:
         "row_counts": info["row_counts"], "row_counts_source": "dump COPY data",
         "host": socket.gethostname(), "tool_version": TOOL_VERSION,
     }
-    write_atomic(os.path.join(bdir, f"{bid}.json"), json.dumps(manifest, indent=2) + "\n")
-    log(f"backup {bid}: verified, sha256 {info['sha256']}")
+    return _publish(cfg, manifest, final, space)
+
+
+def _backup_directory(cfg, tag, started, bid, final, partial, codec, server_version,
+                      db_size, space) -> dict:
+    """Directory format: dump in the container, pack, verify the file, then publish."""
+    log(f"backup {bid}: dumping {cfg['db_name']} ({db_size} bytes) as directory/{codec}, "
+        f"{cfg['dump_jobs']} jobs")
+    bdir = cfg["backup_dir"]
+    try:
+        with open(partial, "xb") as out:
+            os.fchmod(out.fileno(), 0o600)
+            info = dump_directory(cfg, out, codec, db_size)
+            out.flush()
+            os.fsync(out.fileno())
+        packed = time.time()
+        size = os.path.getsize(partial)
+        if size < int(cfg["min_backup_bytes"]):
+            raise ToolError(f"dump is only {size} bytes: not a sane backup")
+        log(f"backup {bid}: verifying {size} bytes")
+        check = inspect_dir_tar(partial, count=False)
+        if check["size_bytes"] != size:
+            raise ToolError("file changed while it was verified")
+        os.rename(partial, final)
+        fsync_dir(bdir)
+    except BaseException:
+        if os.path.exists(partial):
+            os.unlink(partial)
+            log(f"backup {bid}: removed {partial}")
+        raise
+    finished = time.time()
+    manifest = {
+        "id": bid, "file": os.path.basename(final), "tag": tag, "verified": True,
+        "created_utc": iso(started), "finished_utc": iso(finished),
+        "database": cfg["db_name"], "server_version": server_version,
+        "format": "directory", "codec": codec, "size_bytes": size,
+        "sha256": check["sha256"], "db_size_bytes": db_size, "sql_bytes": info["sql_bytes"],
+        "archive_version": info["archive_version"],
+        "duration_seconds": round(finished - started, 3),
+        "dump_seconds": round(info["dumped_at"] - started, 3),
+        "pack_seconds": round(packed - info["dumped_at"], 3),
+        "verify_seconds": round(finished - packed, 3),
+        "row_counts": info["row_counts"], "row_counts_source": "dump table files",
+        "host": socket.gethostname(), "tool_version": TOOL_VERSION,
+    }
+    return _publish(cfg, manifest, final, space)
+
+
+def _publish(cfg: dict, manifest: dict, final: str, space: dict) -> dict:
+    """Write the manifest last; the backup counts from this moment."""
+    bid = manifest["id"]
+    write_atomic(os.path.join(cfg["backup_dir"], f"{bid}.json"),
+                 json.dumps(manifest, indent=2) + "\n")
+    log(f"backup {bid}: verified, sha256 {manifest['sha256']}")
+    counts = manifest["row_counts"]
     return {"ok": True, "id": bid, "path": final, **{k: manifest[k] for k in (
         "tag", "sha256", "size_bytes", "duration_seconds", "format", "codec",
-        "server_version", "created_utc")}, "tables": len(info["row_counts"]),
-        "rows": sum(info["row_counts"].values()), "space": space}
+        "server_version", "created_utc")}, "tables": len(counts),
+        "rows": sum(counts.values()), "space": space}
 
 
 def do_prune(cfg: dict, now: float, dry_run: bool = False) -> dict:
@@ -875,6 +1421,12 @@ def restore_into(cfg: dict, entry: dict, target: str) -> dict:
     sha256_only(entry)  # before anything is touched
     psql(cfg, f"DROP DATABASE IF EXISTS {sql_ident(target)} WITH (FORCE);", db="postgres")
     psql(cfg, f"CREATE DATABASE {sql_ident(target)};", db="postgres")
+    if entry["format"] == "directory":
+        restore_directory(cfg, entry, target)
+        counts = compare_counts(cfg, entry, target)
+        return {"ok": counts["match"], "id": entry["id"], "file": entry["file"],
+                "database": target, "duration_seconds": round(time.time() - started, 3),
+                **counts}
     user = cfg["db_user"]
     pipe = Pipeline()
     errors: list = []
@@ -1108,7 +1660,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = with_token(sub.add_parser("backup", help="dump, verify, prune, write textfile"))
     b.add_argument("--tag", help="label stored in the manifest (e.g. safety)")
-    b.add_argument("--format", choices=["custom", "sql_gz"])
+    b.add_argument("--format", choices=["directory", "custom", "sql_gz"])
     b.add_argument("--no-prune", action="store_true")
     b.set_defaults(func=cmd_backup)
     v = sub.add_parser("verify", help="full verification (checksum + archive read)")
