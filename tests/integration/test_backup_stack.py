@@ -189,7 +189,7 @@ def test_backup_then_restore_latest_round_trip(bk):
     stats = result.artifact_data["db_backup"]
     assert set(stats) == {"id", "path", "sha256", "size_bytes", "duration_seconds"}
     bid, path = stats["id"], stats["path"]
-    assert path == f"{BACKUP_DIR}/{bid}.dump.zst"
+    assert path == f"{BACKUP_DIR}/{bid}.dir.tar"
     assert len(stats["sha256"]) == 64
     assert int(stats["size_bytes"]) >= 512
     assert float(stats["duration_seconds"]) > 0
@@ -197,8 +197,8 @@ def test_backup_then_restore_latest_round_trip(bk):
     # on the host: directory 0700, archive and manifest 0600, manifest matches the file
     assert bk.sh(f"stat -c '%a %U' {BACKUP_DIR}").stdout.split() == ["700", "root"]
     files = backup_files(bk)
-    assert files[f"{bid}.dump.zst"][:2] == (int(stats["size_bytes"]), "600")
-    assert files[f"{bid}.dump.zst"][2] == stats["sha256"]
+    assert files[f"{bid}.dir.tar"][:2] == (int(stats["size_bytes"]), "600")
+    assert files[f"{bid}.dir.tar"][2] == stats["sha256"]
     assert files[f"{bid}.json"][1] == "600"
     assert not [n for n in files if n.endswith(".partial")]
     manifest = read_json(bk, f"{BACKUP_DIR}/{bid}.json")
