@@ -166,3 +166,9 @@ def test_check_mode_reports_no_change(run_site):
     changed = [(name, h) for name, h, res in task_results(out) if res.get("changed")]
     assert changed == [], f"check mode would change: {changed}"
     assert all(s["changed"] == 0 for s in out["stats"].values()), out["stats"]
+
+
+def test_db_runs_with_minimal_wal(host):
+    # no replica, no WAL archive: restores skip WAL for the tables they create
+    assert _psql(host, "SHOW wal_level") == "minimal"
+    assert _psql(host, "SHOW max_wal_senders") == "0"
