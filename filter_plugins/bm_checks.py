@@ -14,7 +14,6 @@ section 6.2 wants a mail 30 days before expiry and an urgent one at 7 days).
 
 from __future__ import annotations
 
-import datetime
 import re
 
 STATUS_ORDER = {'ok': 0, 'warn': 1, 'breach': 2}
@@ -145,30 +144,6 @@ def certificate_checks(certificates, warn_days=30, urgent_days=7):
         check['notify'] = status != 'ok'
         checks.append(check)
     return checks
-
-
-def certificates_from_info(results, now=None):
-    """Shape registered community.crypto.x509_certificate_info loop results into
-    [{name, path, not_after, days_left, error}]. ``now``: ISO 8601 string or datetime (UTC)."""
-    if now is None:
-        now = datetime.datetime.now(datetime.UTC)
-    elif isinstance(now, str):
-        now = datetime.datetime.fromisoformat(now.replace('Z', '+00:00'))
-    if now.tzinfo is None:
-        now = now.replace(tzinfo=datetime.UTC)
-    out = []
-    for res in (results or {}).get('results', results or []):
-        path = res.get('item') if isinstance(res.get('item'), str) else res.get('path')
-        entry = dict(name=path, path=path, not_after=None, days_left=None, error=None)
-        if res.get('failed') or not res.get('not_after'):
-            entry['error'] = res.get('msg') or 'certificate could not be read'
-        else:
-            not_after = datetime.datetime.strptime(res['not_after'], '%Y%m%d%H%M%SZ').replace(
-                tzinfo=datetime.UTC)
-            entry['not_after'] = not_after.isoformat()
-            entry['days_left'] = int((not_after - now).total_seconds() // 86400)
-        out.append(entry)
-    return out
 
 
 # ------------------------------------------------------------------ daily
@@ -499,7 +474,6 @@ class FilterModule:
             'bm_report_summary': report_summary,
             'bm_prometheus': prometheus,
             'bm_certificate_checks': certificate_checks,
-            'bm_certificates_from_info': certificates_from_info,
             'bm_apt_upgrades': apt_upgrades,
             'bm_stats_summary': stats_summary,
         }

@@ -193,18 +193,6 @@ def test_certificate_warning_asks_for_mail_without_breach():
     assert (summary["status"], summary["notify"], summary["breach"]) == ("warn", True, 0)
 
 
-def test_certificates_from_info():
-    results = {"results": [
-        {"item": "/etc/ssl/a.pem", "not_after": "20261228120000Z", "failed": False},
-        {"item": "/etc/ssl/b.pem", "failed": True, "msg": "No such file"},
-    ]}
-    certs = bm_checks.certificates_from_info(results, "2026-11-28T12:00:00Z")
-    assert certs[0]["days_left"] == 30
-    assert certs[0]["not_after"] == "2026-12-28T12:00:00+00:00"
-    assert certs[1]["days_left"] is None and certs[1]["error"] == "No such file"
-    assert bm_checks.certificates_from_info({"results": []}) == []
-
-
 @pytest.mark.parametrize(
     ("statuses", "overall"),
     [([], "ok"), (["ok", "ok"], "ok"), (["ok", "warn"], "warn"), (["warn", "breach"], "breach")],
@@ -374,4 +362,4 @@ def test_stats_summary_merges_hosts():
 def test_filter_module_exposes_the_filters():
     names = set(bm_checks.FilterModule().filters())
     assert {"bm_evaluate_daily", "bm_evaluate_weekly", "bm_report_summary", "bm_prometheus",
-            "bm_apt_upgrades", "bm_certificates_from_info"} <= names
+            "bm_apt_upgrades"} <= names
