@@ -428,27 +428,44 @@ class Pipeline:
             raise ToolError("; ".join(failures))
 
 
-def feed_file(path: str, dest, hasher, counter: list, errors: list) -> threading.Thread:
-    """Copy a file into a pipe in a thread, hashing it on the way."""
+@contextlib.contextmanager
+def feeding(path: str, label: str, argv: list, offset: int = 0, size: int | None = None,
+            hasher=None, stdout=subprocess.PIPE):
+    """Run ``argv`` with bytes [offset, offset+size) of ``path`` on its stdin (fed by a
+    thread, hashed on the way); yield (pipeline, process, stats).  On leaving: join the
+    feeder, wait for every process of the pipeline (pipefail), and raise ToolError on
+    any failure; on an error inside the block, kill them all first."""
+    pipe = Pipeline()
+    errors: list = []
+    stats = {"bytes": 0}
+    if size is None:
+        size = os.path.getsize(path)
+    try:
+        proc = pipe.start(label, argv, stdin=subprocess.PIPE, stdout=stdout)
 
-    def run():
-        try:
-            with open(path, "rb") as src:
-                while chunk := src.read(CHUNK):
-                    hasher.update(chunk)
-                    counter[0] += len(chunk)
-                    dest.write(chunk)
-        except BrokenPipeError:
-            errors.append("reader closed the pipe early")
-        except OSError as exc:
-            errors.append(str(exc))
-        finally:
-            with contextlib.suppress(OSError):
-                dest.close()
+        def feed():
+            try:
+                with open(path, "rb") as src:
+                    _copy_range(src, offset, size, proc.stdin, hasher)
+                    stats["bytes"] = size
+            except BrokenPipeError:
+                errors.append(f"{label} stopped reading early")
+            except (OSError, ToolError) as exc:
+                errors.append(str(exc))
+            finally:
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
 
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t
+        feeder = threading.Thread(target=feed, daemon=True)
+        feeder.start()
+        yield pipe, proc, stats
+        feeder.join()
+        pipe.wait()
+    except BaseException:
+        pipe.kill()
+        raise
+    if errors:
+        raise ToolError(f"reading {path}: {errors[0]}")
 
 
 def run_in_db(cfg: dict, argv: list, stdin_text: str | None = None) -> str:
@@ -509,12 +526,7 @@ def inspect_archive(cfg: dict, path: str, fmt: str, codec: str) -> dict:
     if fmt == "directory":
         return inspect_dir_tar(path, count=True)
     hasher = hashlib.sha256()
-    counter = [0]
-    errors: list = []
-    pipe = Pipeline()
-    try:
-        dec = pipe.start(f"{codec} -d", DECOMPRESS[codec], stdin=subprocess.PIPE)
-        feeder = feed_file(path, dec.stdin, hasher, counter, errors)
+    with feeding(path, f"{codec} -d", DECOMPRESS[codec], hasher=hasher) as (pipe, dec, stats):
         if fmt == "custom":
             reader = pipe.start("pg_restore (read archive)",
                                 cfg["exec_prefix"] + ["pg_restore", "-f", "-"],
@@ -523,17 +535,10 @@ def inspect_archive(cfg: dict, path: str, fmt: str, codec: str) -> dict:
             info = count_copy_rows(reader.stdout)
         else:
             info = count_copy_rows(dec.stdout)
-        feeder.join()
-        pipe.wait()
-    except BaseException:
-        pipe.kill()
-        raise
-    if errors:
-        raise ToolError(f"reading {path}: {errors[0]}")
     if not info["complete"]:
         raise ToolError(f"{path}: dump is incomplete (no end-of-dump marker)")
     info["sha256"] = hasher.hexdigest()
-    info["size_bytes"] = counter[0]
+    info["size_bytes"] = stats["bytes"]
     return info
 
 
@@ -972,39 +977,14 @@ def _pipe_range(path: str, offset: int, size: int, label: str, argv: list,
                 sink=None, out_fd: int | None = None) -> None:
     """Feed bytes [offset, offset+size) of ``path`` to ``argv``; its output goes to
     ``sink(chunk)``, to ``out_fd``, or nowhere.  Every failure raises ToolError."""
-    pipe = Pipeline()
-    errors: list = []
     if sink is not None:
         stdout = subprocess.PIPE
     else:
         stdout = out_fd if out_fd is not None else subprocess.DEVNULL
-    try:
-        proc = pipe.start(label, argv, stdin=subprocess.PIPE, stdout=stdout)
-
-        def feed():
-            try:
-                with open(path, "rb") as src:
-                    _copy_range(src, offset, size, proc.stdin)
-            except BrokenPipeError:
-                errors.append(f"{label} stopped reading early")
-            except (OSError, ToolError) as exc:
-                errors.append(str(exc))
-            finally:
-                with contextlib.suppress(OSError):
-                    proc.stdin.close()
-
-        feeder = threading.Thread(target=feed, daemon=True)
-        feeder.start()
+    with feeding(path, label, argv, offset, size, stdout=stdout) as (_, proc, _):
         if sink is not None:
             while chunk := proc.stdout.read(CHUNK):
                 sink(chunk)
-        feeder.join()
-        pipe.wait()
-    except BaseException:
-        pipe.kill()
-        raise
-    if errors:
-        raise ToolError(errors[0])
 
 
 def _decompress_range(path: str, offset: int, size: int, codec: str, out_fd: int) -> None:
@@ -1423,40 +1403,33 @@ def restore_into(cfg: dict, entry: dict, target: str) -> dict:
     psql(cfg, f"CREATE DATABASE {sql_ident(target)};", db="postgres")
     if entry["format"] == "directory":
         restore_directory(cfg, entry, target)
-        counts = compare_counts(cfg, entry, target)
-        return {"ok": counts["match"], "id": entry["id"], "file": entry["file"],
-                "database": target, "duration_seconds": round(time.time() - started, 3),
-                **counts}
+    else:
+        restore_stream(cfg, entry, target)
+    counts = compare_counts(cfg, entry, target)
+    return {"ok": counts["match"], "id": entry["id"], "file": entry["file"],
+            "database": target, "duration_seconds": round(time.time() - started, 3),
+            **counts}
+
+
+def restore_stream(cfg: dict, entry: dict, target: str) -> None:
+    """custom and sql_gz archives: decompress on the host, stream through docker exec."""
     user = cfg["db_user"]
-    pipe = Pipeline()
-    errors: list = []
-    try:
-        dec = pipe.start(f"{entry['codec']} -d", DECOMPRESS[entry["codec"]],
-                         stdin=subprocess.PIPE)
-        feeder = feed_file(entry["path"], dec.stdin, hashlib.sha256(), [0], errors)
+    codec = entry["codec"]
+    with feeding(entry["path"], f"{codec} -d", DECOMPRESS[codec]) as (pipe, dec, _):
         if entry["format"] == "sql_gz":
             argv = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction",
                     "-U", user, "-d", target, "-o", "/dev/null"]
-            pipe.start("psql (restore)", cfg["exec_prefix"] + argv,
-                                stdin=dec.stdout, stdout=subprocess.DEVNULL)
+            label = "psql (restore)"
         elif cfg["restore_jobs"] > 1:
             # pg_restore -j needs a seekable file: stage it inside the container.
-            tmp = f"/tmp/{target}.dump"
-            pipe.start("stage archive", cfg["exec_prefix"] + [
-                "sh", "-c", 'umask 077 && cat > "$1"', "sh", tmp],
-                stdin=dec.stdout, stdout=subprocess.DEVNULL)
+            argv = ["sh", "-c", 'umask 077 && cat > "$1"', "sh", f"/tmp/{target}.dump"]
+            label = "stage archive"
         else:
-            pipe.start("pg_restore", cfg["exec_prefix"] + [
-                "pg_restore", "--exit-on-error", "-U", user, "-d", target],
-                stdin=dec.stdout, stdout=subprocess.DEVNULL)
+            argv = ["pg_restore", "--exit-on-error", "-U", user, "-d", target]
+            label = "pg_restore"
+        pipe.start(label, cfg["exec_prefix"] + argv, stdin=dec.stdout,
+                   stdout=subprocess.DEVNULL)
         dec.stdout.close()
-        feeder.join()
-        pipe.wait()
-    except BaseException:
-        pipe.kill()
-        raise
-    if errors:
-        raise ToolError(f"reading {entry['path']}: {errors[0]}")
     if entry["format"] == "custom" and cfg["restore_jobs"] > 1:
         tmp = f"/tmp/{target}.dump"
         try:
@@ -1464,10 +1437,6 @@ def restore_into(cfg: dict, entry: dict, target: str) -> dict:
                             "-U", user, "-d", target, tmp])
         finally:
             run_in_db(cfg, ["rm", "-f", tmp])
-    counts = compare_counts(cfg, entry, target)
-    return {"ok": counts["match"], "id": entry["id"], "file": entry["file"],
-            "database": target, "duration_seconds": round(time.time() - started, 3),
-            **counts}
 
 
 def compare_counts(cfg: dict, entry: dict, target: str) -> dict:
