@@ -170,6 +170,17 @@ def test_round_trip_backup_change_restore_swap(pg, tool, fmt, ext):
     assert spool_leftovers(pg) == []
 
 
+def test_work_directories_of_dead_runs_go_and_live_ones_stay(pg, tool):
+    dead, live = "bmops-spool-999999-dead", f"bmops-spool-{os.getpid()}-live"
+    sh("docker", "exec", pg.name, "mkdir", f"/tmp/{dead}", f"/tmp/{live}")
+    try:
+        rc, _, err = tool("backup")
+        assert rc == 0, err
+        assert spool_leftovers(pg) == [live]  # pytest is alive: maybe a run beside ours
+    finally:
+        sh("docker", "exec", pg.name, "rm", "-rf", f"/tmp/{dead}", f"/tmp/{live}")
+
+
 def test_restore_test_reports_matching_counts(pg, tool):
     assert tool("backup")[0] == 0
     rc, res, err = tool("restore-test")

@@ -225,19 +225,55 @@ def load_config(path: str) -> dict:
     for key in ("keep_days", "keep_min", "restore_jobs", "dump_jobs"):
         if not isinstance(cfg[key], int) or cfg[key] < (1 if key.endswith("_jobs") else 0):
             raise ToolError(f"config: {key} must be a non-negative integer", EXIT_USAGE)
-    if cfg["exec_prefix"] is None:
-        cfg["exec_prefix"] = [cfg["docker"], "compose", "-p", cfg["project_name"],
-                              "--project-directory", cfg["project_dir"],
-                              "exec", "-T", cfg["service"]]
-    elif not (isinstance(cfg["exec_prefix"], list) and cfg["exec_prefix"]):
+    if cfg["exec_prefix"] is not None and not (
+            isinstance(cfg["exec_prefix"], list) and cfg["exec_prefix"]):
         raise ToolError("config: exec_prefix must be a non-empty list", EXIT_USAGE)
     var = cfg["container_password_env"]
+    cfg["_wrapper"] = []
     if var:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", var):
             raise ToolError("config: container_password_env must be a variable name", EXIT_USAGE)
-        cfg["exec_prefix"] = cfg["exec_prefix"] + [
+        cfg["_wrapper"] = [
             "sh", "-c", f'[ -n "${{{var}:-}}" ] && export PGPASSWORD="${var}"; exec "$@"', "sh"]
+    cfg["_exec"] = None
     return cfg
+
+
+def find_container(cfg: dict) -> str | None:
+    """The running db container: the configured one, or the one Compose labelled."""
+    if cfg["container"]:
+        return cfg["container"]
+    try:
+        res = subprocess.run(
+            [cfg["docker"], "ps", "-q", "--filter",
+             f"label=com.docker.compose.project={cfg['project_name']}", "--filter",
+             f"label=com.docker.compose.service={cfg['service']}"],
+            capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        return None
+    ids = res.stdout.split()
+    if res.returncode == 0 and len(ids) == 1:
+        cfg["container"] = ids[0]
+        return ids[0]
+    return None
+
+
+def exec_prefix(cfg: dict) -> list:
+    """Command prefix that runs a program in the db container (resolved once).
+
+    Default: `docker exec -i <container>` for the container Compose labelled as the
+    db service (the Compose CLI costs a few hundred ms per call); when it cannot be
+    found, `docker compose ... exec -T <service>`, which says why.
+    """
+    if cfg["_exec"] is None:
+        base = cfg["exec_prefix"]
+        if base is None:
+            cid = find_container(cfg)
+            base = ([cfg["docker"], "exec", "-i", cid] if cid else
+                    [cfg["docker"], "compose", "-p", cfg["project_name"],
+                     "--project-directory", cfg["project_dir"], "exec", "-T", cfg["service"]])
+        cfg["_exec"] = base + cfg["_wrapper"]
+    return cfg["_exec"]
 
 
 # -------------------------------------------------------------------------- lock
@@ -471,10 +507,10 @@ def feeding(path: str, label: str, argv: list, offset: int = 0, size: int | None
 def run_in_db(cfg: dict, argv: list, stdin_text: str | None = None) -> str:
     """Run a program inside the db container; return stdout; raise on non-zero."""
     try:
-        res = subprocess.run(cfg["exec_prefix"] + argv, input=(stdin_text or "").encode(),
+        res = subprocess.run(exec_prefix(cfg) + argv, input=(stdin_text or "").encode(),
                              capture_output=True, check=False)
     except FileNotFoundError:
-        raise ToolError(f"command not found: {cfg['exec_prefix'][0]}") from None
+        raise ToolError(f"command not found: {exec_prefix(cfg)[0]}") from None
     if res.returncode != 0:
         raise ToolError(f"{argv[0]} in the db container exited {res.returncode}: "
                         f"{res.stderr.decode(errors='replace').strip()[-600:]}")
@@ -529,7 +565,7 @@ def inspect_archive(cfg: dict, path: str, fmt: str, codec: str) -> dict:
     with feeding(path, f"{codec} -d", DECOMPRESS[codec], hasher=hasher) as (pipe, dec, stats):
         if fmt == "custom":
             reader = pipe.start("pg_restore (read archive)",
-                                cfg["exec_prefix"] + ["pg_restore", "-f", "-"],
+                                [*exec_prefix(cfg), "pg_restore", "-f", "-"],
                                 stdin=dec.stdout)
             dec.stdout.close()
             info = count_copy_rows(reader.stdout)
@@ -739,7 +775,7 @@ def iter_tar(fh):
             info = tarfile.TarInfo.frombuf(block, "utf-8", "strict")
         except tarfile.TarError as exc:
             raise ToolError(f"archive is damaged: {exc}") from None
-        if not info.isfile() or "/" in info.name:
+        if not info.isfile() or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", info.name):
             raise ToolError(f"archive holds an unexpected member {info.name!r}")
         yield info.name, fh.tell(), info.size
         fh.seek(info.size + (-info.size % 512), os.SEEK_CUR)
@@ -823,20 +859,14 @@ class ContainerFS:
 
     def __init__(self, cfg: dict):
         self.cfg = cfg
-        ref = cfg["container"]
-        docker = cfg["docker"]
+        ref = find_container(cfg)
         if not ref:
-            res = subprocess.run([docker, "compose", "-p", cfg["project_name"],
-                                  "--project-directory", cfg["project_dir"], "ps", "-q",
-                                  cfg["service"]], capture_output=True, text=True,
-                                 check=False)
-            ref = res.stdout.strip().splitlines()[0] if res.stdout.strip() else ""
-            if res.returncode != 0 or not ref:
-                raise ToolError(f"cannot find the running {cfg['service']} container of "
-                                f"project {cfg['project_name']}: {res.stderr.strip()[-300:]}")
-        res = subprocess.run([docker, "inspect", "-f", "{{.State.Pid}}", ref],
-                             capture_output=True, text=True, check=False)
-        pid = res.stdout.strip()
+            raise ToolError(f"cannot find the running {cfg['service']} container of Compose "
+                            f"project {cfg['project_name']} (docker ps by its labels); set "
+                            "container in the config (db_backup_container)")
+        res = subprocess.run([cfg["docker"], "inspect", "-f", "{{.State.Pid}} {{.Config.User}}",
+                              ref], capture_output=True, text=True, check=False)
+        pid, _, user = res.stdout.strip().partition(" ")
         if res.returncode != 0 or not pid.isdigit() or pid == "0":
             raise ToolError(f"db container {ref} is not running "
                             f"({res.stderr.strip()[-300:] or 'no process'})")
@@ -845,17 +875,45 @@ class ContainerFS:
             raise ToolError(f"cannot reach {cfg['spool_dir']} of the db container through "
                             f"{self.root} (run the tool as root on the Docker host, or set "
                             "format: custom)")
-        ids = run_in_db(cfg, ["sh", "-c", "id -u; id -g"]).split()
-        self.uid, self.gid = int(ids[0]), int(ids[1])
+        self.uid, self.gid = self._user_ids(user.strip())
+
+    def _user_ids(self, user: str) -> tuple[int, int]:
+        """uid/gid that programs run by docker exec get (the image's USER)."""
+        if not user:
+            return 0, 0
+        name, _, group = user.partition(":")
+
+        def lookup(table: str, key: str) -> list[str] | None:
+            with contextlib.suppress(OSError), open(self.host(f"/etc/{table}")) as fh:
+                for line in fh:
+                    parts = line.rstrip("\n").split(":")
+                    if parts[0] == key or (key.isdigit() and parts[2:3] == [key]):
+                        return parts
+            return None
+
+        pw = lookup("passwd", name)
+        uid = int(name) if name.isdigit() else (int(pw[2]) if pw else None)
+        if group:
+            gr = lookup("group", group)
+            gid = int(group) if group.isdigit() else (int(gr[2]) if gr else None)
+        else:
+            gid = int(pw[3]) if pw else uid
+        if uid is None or gid is None:
+            ids = run_in_db(self.cfg, ["sh", "-c", "id -u; id -g"]).split()
+            return int(ids[0]), int(ids[1])
+        return uid, gid
 
     def host(self, inner: str) -> str:
         return self.root + inner
 
     def clean_stale(self) -> None:
-        """Remove work directories left by a killed run (callers hold the host lock)."""
+        """Remove work directories left by killed runs: bmops-spool-<pid>-<random>,
+        where <pid> (a process on this host) is gone.  A restore and its safety backup
+        run side by side, so a live run's directory is never touched."""
         base = self.host(self.cfg["spool_dir"])
         for name in os.listdir(base):
-            if name.startswith("bmops-spool-"):
+            m = re.fullmatch(r"bmops-spool-(\d+)-[0-9a-f]+", name)
+            if m and int(m[1]) != os.getpid() and not pid_alive(int(m[1])):
                 shutil.rmtree(os.path.join(base, name), ignore_errors=True)
 
     def make_dir(self, inner: str) -> str:
@@ -865,7 +923,8 @@ class ContainerFS:
 
     def spool(self) -> str:
         self.clean_stale()
-        return self.make_dir(f"{self.cfg['spool_dir']}/bmops-spool-{secrets.token_hex(6)}")
+        return self.make_dir(
+            f"{self.cfg['spool_dir']}/bmops-spool-{os.getpid()}-{secrets.token_hex(6)}")
 
     def remove(self, inner: str) -> None:
         shutil.rmtree(self.host(inner), ignore_errors=True)
@@ -904,7 +963,6 @@ def restore_directory(cfg: dict, entry: dict, target: str) -> None:
     spool = fs.spool()
     stop = threading.Event()
     errors: list = []
-    opened: set = set()
     pending: dict = {}
     workers: list = []
     try:
@@ -949,7 +1007,6 @@ def restore_directory(cfg: dict, entry: dict, target: str) -> None:
                             pending.pop(dest)
                         continue
                     args = pending.pop(dest)
-                    opened.add(dest)
                     t = threading.Thread(target=fill, args=(fd, *args), daemon=True)
                     t.start()
                     workers.append(t)
@@ -1187,7 +1244,7 @@ def do_backup(cfg: dict, tag: str | None = None) -> dict:
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         try:
-            dump = pipe.start("pg_dump", cfg["exec_prefix"] + dump_argv,
+            dump = pipe.start("pg_dump", exec_prefix(cfg) + dump_argv,
                               stdin=subprocess.DEVNULL)
             pipe.start(comp_argv[0], comp_argv, stdin=dump.stdout, stdout=fd)
             dump.stdout.close()
@@ -1427,7 +1484,7 @@ def restore_stream(cfg: dict, entry: dict, target: str) -> None:
         else:
             argv = ["pg_restore", "--exit-on-error", "-U", user, "-d", target]
             label = "pg_restore"
-        pipe.start(label, cfg["exec_prefix"] + argv, stdin=dec.stdout,
+        pipe.start(label, exec_prefix(cfg) + argv, stdin=dec.stdout,
                    stdout=subprocess.DEVNULL)
         dec.stdout.close()
     if entry["format"] == "custom" and cfg["restore_jobs"] > 1:
