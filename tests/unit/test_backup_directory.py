@@ -3,6 +3,7 @@
 The fixture ``fixtures/pg15-directory`` is a real ``pg_dump -Fd -Z0`` of a small
 PostgreSQL 15 database: storage_targets (3 rows, one value holding an escaped
 newline and one a backslash), a table with quotes in its name (25 rows) and empty_one (0 rows).
+``fixtures/pg17-directory`` is the same kind of dump made by PostgreSQL 17 (archive 1.16).
 """
 
 from __future__ import annotations
@@ -37,6 +38,17 @@ def test_parse_toc_finds_every_table_file_and_its_name():
     assert {e["file"]: e["table"] for e in toc["entries"]} == {
         "3348.dat": "public.storage_targets", "3349.dat": 'public."Odd ""Name"""',
         "3350.dat": "public.empty_one"}
+
+
+def test_parse_toc_reads_postgresql_17_archives_too(tmp_path):
+    # archive 1.16: a compression-algorithm byte in the header and relkind per entry
+    src = Path(__file__).parent / "fixtures" / "pg17-directory"
+    toc = bt.parse_toc((src / "toc.dat").read_bytes())
+    assert toc["version"] == "1.16.0"
+    out = tmp_path / "x.dir.tar"
+    info = pack(src, out)
+    assert info["row_counts"] == {"public.t": 42, 'public."Odd Name"': 2}
+    assert bt.inspect_dir_tar(str(out))["row_counts"] == info["row_counts"]
 
 
 @pytest.mark.parametrize("data, message", [
