@@ -87,6 +87,7 @@ def pg():
         pytest.fail(f"image {IMAGE} is missing: run `make images` first")
     name = f"bmops-backup-pg-{secrets.token_hex(3)}"
     sh("docker", "run", "-d", "--name", name, "--shm-size", "256m",
+       "--tmpfs", "/tiny-spool:size=256k,mode=1777",  # a work directory too small
        "-e", "POSTGRES_PASSWORD=" + secrets.token_hex(8), "-e", "POSTGRES_DB=backup_mgmt",
        IMAGE)
     try:
@@ -301,3 +302,15 @@ def test_disk_full_fails_cleanly(tool, tiny_disk, big_db):
     assert "No space left" in out["error"] or "exited" in out["error"]
     assert names(tiny_disk) == []
     assert os.statvfs(tiny_disk).f_bfree * os.statvfs(tiny_disk).f_frsize > 500_000
+
+
+def test_too_small_work_directory_in_the_container_fails_before_dumping(pg, tool):
+    before = names(tool.dir)
+    tool.configure(spool_dir="/tiny-spool")
+    rc, out, _ = tool("backup")
+    assert rc == 1
+    assert "not enough free space for the dump's work directory" in out["error"]
+    assert "/tiny-spool" in out["error"]
+    assert names(tool.dir) == before  # no partial file, no manifest
+    ls = sh("docker", "exec", pg.name, "ls", "-A", "/tiny-spool").stdout.split()
+    assert ls == []  # its own work directory removed as well
