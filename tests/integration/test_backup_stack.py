@@ -415,7 +415,8 @@ def test_pg_dump_dying_mid_dump_leaves_no_file(bk):
         elapsed = time.monotonic() - started
         assert backup.returncode == 1, (out, err)
         result = json.loads(out)
-        assert result["ok"] is False and "pg_dump exited" in result["error"], result
+        assert result["ok"] is False, result
+        assert "pg_dump in the db container exited 1" in result["error"], result
         assert "removed" in err and partial[0] in err
         # no partial, no final file, no manifest: exactly the files from before
         assert backup_files(bk) == before_files
