@@ -68,8 +68,10 @@ class Pg:
     def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            res = sh("docker", "exec", self.name, "pg_isready", "-q", "-U", "postgres",
-                     check=False)
+            # TCP, not the socket: the entrypoint's temporary initdb server listens on
+            # the socket only, and is stopped again right after (seen as a flaky SEED)
+            res = sh("docker", "exec", self.name, "pg_isready", "-q", "-h", "127.0.0.1",
+                     "-U", "postgres", check=False)
             if res.returncode == 0:
                 try:
                     self.sql("SELECT 1;")
