@@ -151,3 +151,13 @@ def test_iter_tar_refuses_paths_and_links():
 ])
 def test_copy_table_name(stmt, name):
     assert bt.copy_table_name(stmt) == name
+
+
+def test_an_archive_with_a_damaged_toc_is_a_tool_error(tmp_path):
+    bad = tmp_path / "bad.dir.tar"
+    with tarfile.open(bad, "w", format=tarfile.USTAR_FORMAT) as tar:
+        info = tarfile.TarInfo("toc.dat")
+        info.size = 40
+        tar.addfile(info, io.BytesIO(b"PGDMP" + bytes(35)))
+    with pytest.raises(bt.ToolError, match=r"toc\.dat of .* is unreadable"):
+        bt.inspect_dir_tar(str(bad))

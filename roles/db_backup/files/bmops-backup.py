@@ -55,8 +55,9 @@ DEFAULTS = {
     "project_dir": "/opt/backup-mgmt",
     "service": "db",
     "docker": "docker",
-    # Command prefix that runs a program inside the db container.  None: derived from
-    # docker compose settings.  Tests point it at ``docker exec -i <container>``.
+    # Command prefix that runs a program inside the db container.  None: `docker exec -i`
+    # on the container Compose labelled as the db service (else `docker compose exec -T`).
+    # Tests point it at ``docker exec -i <container>``.
     "exec_prefix": None,
     # Name of the container's env var holding the DB password.  When set, programs in
     # the container get it as PGPASSWORD (expanded inside the container, never on argv),
@@ -623,7 +624,7 @@ def parse_toc(data: bytes) -> dict:
     """
     if data[:5] != b"PGDMP":
         raise ValueError("toc.dat does not start with PGDMP")
-    vmaj, vmin, vrev, int_size, off_size, fmt = data[5:11]
+    vmaj, vmin, vrev, int_size, _off_size, fmt = data[5:11]
     version = (vmaj, vmin, vrev)
     if version < (1, 12, 0) or vmaj != 1:
         raise ValueError(f"unsupported archive version {vmaj}.{vmin}.{vrev}")
@@ -669,8 +670,15 @@ def parse_toc(data: bytes) -> dict:
         if had_dumper and filename:
             entries.append({"dump_id": dump_id, "desc": desc, "file": filename,
                             "table": copy_table_name(copy_stmt)})
-    del off_size
     return {"version": f"{vmaj}.{vmin}.{vrev}", "entries": entries}
+
+
+def read_toc(data: bytes, where: str) -> dict:
+    """parse_toc for callers: an unreadable TOC is a ToolError naming the file."""
+    try:
+        return parse_toc(data)
+    except (ValueError, IndexError) as exc:
+        raise ToolError(f"toc.dat of {where} is unreadable: {exc}") from None
 
 
 COPY_END = b"\\.\n\n\n"  # what pg_dump writes after a table's last row (-Fd, -Z0)
@@ -730,10 +738,7 @@ def pack_directory(src_dir: str, out, codec: str, level: int) -> dict:
     members; return row counts per table, read from the table files themselves."""
     with open(os.path.join(src_dir, "toc.dat"), "rb") as fh:
         toc_bytes = fh.read()
-    try:
-        toc = parse_toc(toc_bytes)
-    except (ValueError, IndexError) as exc:
-        raise ToolError(f"toc.dat of the dump is unreadable: {exc}") from None
+    toc = read_toc(toc_bytes, "the dump")
     names = set(os.listdir(src_dir))
     missing = [e["file"] for e in toc["entries"] if e["file"] not in names]
     if missing:
@@ -816,7 +821,7 @@ def inspect_dir_tar(path: str, count: bool = True) -> dict:
         for name, off, size in members:
             if name == "toc.dat":
                 fh.seek(off)
-                toc = parse_toc(fh.read(size))
+                toc = read_toc(fh.read(size), path)
         tables = {e["file"]: e["table"] for e in toc["entries"] if e["table"]}
         missing = [e["file"] for e in toc["entries"] if e["file"] not in names]
         if missing:
