@@ -1234,83 +1234,26 @@ def do_backup(cfg: dict, tag: str | None = None) -> dict:
         ext = "sql.gz" if fmt == "sql_gz" else ("dump.zst" if codec == "zstd" else "dump.gz")
     final = os.path.join(bdir, f"{bid}.{ext}")
     partial = final + ".partial"
-    if fmt == "directory":
-        return _backup_directory(cfg, tag, started, bid, final, partial, codec,
-                                 server_version, db_size, space)
-    if fmt == "sql_gz":  # exactly the manual's: pg_dump -U postgres backup_mgmt | gzip
-        dump_argv = ["pg_dump", "-U", cfg["db_user"], cfg["db_name"]]
-        comp_argv = ["gzip"]
-    else:
-        dump_argv = ["pg_dump", "-U", cfg["db_user"], "-Fc", "-Z0", cfg["db_name"]]
-        comp_argv = (["zstd", f"-{int(cfg['zstd_level'])}", "-T0", "-q", "-c"]
-                     if codec == "zstd" else ["gzip", "-1", "-c"])
-    log(f"backup {bid}: dumping {cfg['db_name']} ({db_size} bytes) as {fmt}/{codec}")
-    pipe = Pipeline()
+    jobs = f", {cfg['dump_jobs']} jobs" if fmt == "directory" else ""
+    log(f"backup {bid}: dumping {cfg['db_name']} ({db_size} bytes) as {fmt}/{codec}{jobs}")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        try:
-            dump = pipe.start("pg_dump", exec_prefix(cfg) + dump_argv,
-                              stdin=subprocess.DEVNULL)
-            pipe.start(comp_argv[0], comp_argv, stdin=dump.stdout, stdout=fd)
-            dump.stdout.close()
-            pipe.wait()
-        except BaseException:
-            pipe.kill()
-            raise
-        os.fsync(fd)
-        os.close(fd)
-        fd = None
-        dumped = time.time()
-        size = os.path.getsize(partial)
-        if size < int(cfg["min_backup_bytes"]):
-            raise ToolError(f"dump is only {size} bytes: not a sane backup")
-        log(f"backup {bid}: verifying {size} bytes")
-        info = inspect_archive(cfg, partial, fmt, codec)
-        if info["size_bytes"] != size:
-            raise ToolError("file changed while it was verified")
-        os.rename(partial, final)
-        fsync_dir(bdir)
-    except BaseException:
-        if fd is not None:
-            os.close(fd)
-        if os.path.exists(partial):
-            os.unlink(partial)
-            log(f"backup {bid}: removed {partial}")
-        raise
-    finished = time.time()
-    manifest = {
-        "id": bid, "file": os.path.basename(final), "tag": tag, "verified": True,
-        "created_utc": iso(started), "finished_utc": iso(finished),
-        "database": cfg["db_name"], "server_version": server_version,
-        "format": fmt, "codec": codec, "size_bytes": size, "sha256": info["sha256"],
-        "db_size_bytes": db_size, "sql_bytes": info["sql_bytes"],
-        "duration_seconds": round(finished - started, 3),
-        "dump_seconds": round(dumped - started, 3),
-        "verify_seconds": round(finished - dumped, 3),
-        "row_counts": info["row_counts"], "row_counts_source": "dump COPY data",
-        "host": socket.gethostname(), "tool_version": TOOL_VERSION,
-    }
-    return _publish(cfg, manifest, final, space)
-
-
-def _backup_directory(cfg, tag, started, bid, final, partial, codec, server_version,
-                      db_size, space) -> dict:
-    """Directory format: dump in the container, pack, verify the file, then publish."""
-    log(f"backup {bid}: dumping {cfg['db_name']} ({db_size} bytes) as directory/{codec}, "
-        f"{cfg['dump_jobs']} jobs")
-    bdir = cfg["backup_dir"]
-    try:
-        with open(partial, "xb") as out:
-            os.fchmod(out.fileno(), 0o600)
-            info = dump_directory(cfg, out, codec, db_size)
+        with os.fdopen(fd, "wb") as out:
+            if fmt == "directory":
+                info = dump_directory(cfg, out, codec, db_size)
+            else:
+                dump_stream(cfg, fmt, codec, out)
             out.flush()
             os.fsync(out.fileno())
-        packed = time.time()
+        written = time.time()
         size = os.path.getsize(partial)
         if size < int(cfg["min_backup_bytes"]):
             raise ToolError(f"dump is only {size} bytes: not a sane backup")
         log(f"backup {bid}: verifying {size} bytes")
-        check = inspect_dir_tar(partial, count=False)
+        if fmt == "directory":
+            check = inspect_dir_tar(partial, count=False)
+        else:
+            check = info = inspect_archive(cfg, partial, fmt, codec)
         if check["size_bytes"] != size:
             raise ToolError("file changed while it was verified")
         os.rename(partial, final)
@@ -1321,21 +1264,45 @@ def _backup_directory(cfg, tag, started, bid, final, partial, codec, server_vers
             log(f"backup {bid}: removed {partial}")
         raise
     finished = time.time()
+    if fmt == "directory":
+        phases = {"dump_seconds": round(info["dumped_at"] - started, 3),
+                  "pack_seconds": round(written - info["dumped_at"], 3)}
+        source, extra = "dump table files", {"archive_version": info["archive_version"]}
+    else:
+        phases = {"dump_seconds": round(written - started, 3)}
+        source, extra = "dump COPY data", {}
     manifest = {
         "id": bid, "file": os.path.basename(final), "tag": tag, "verified": True,
         "created_utc": iso(started), "finished_utc": iso(finished),
         "database": cfg["db_name"], "server_version": server_version,
-        "format": "directory", "codec": codec, "size_bytes": size,
-        "sha256": check["sha256"], "db_size_bytes": db_size, "sql_bytes": info["sql_bytes"],
-        "archive_version": info["archive_version"],
-        "duration_seconds": round(finished - started, 3),
-        "dump_seconds": round(info["dumped_at"] - started, 3),
-        "pack_seconds": round(packed - info["dumped_at"], 3),
-        "verify_seconds": round(finished - packed, 3),
-        "row_counts": info["row_counts"], "row_counts_source": "dump table files",
+        "format": fmt, "codec": codec, "size_bytes": size, "sha256": check["sha256"],
+        "db_size_bytes": db_size, "sql_bytes": info["sql_bytes"], **extra,
+        "duration_seconds": round(finished - started, 3), **phases,
+        "verify_seconds": round(finished - written, 3),
+        "row_counts": info["row_counts"], "row_counts_source": source,
         "host": socket.gethostname(), "tool_version": TOOL_VERSION,
     }
     return _publish(cfg, manifest, final, space)
+
+
+def dump_stream(cfg: dict, fmt: str, codec: str, out) -> None:
+    """custom and sql_gz: pg_dump's stdout through docker exec, compressed on the host."""
+    if fmt == "sql_gz":  # exactly the manual's: pg_dump -U postgres backup_mgmt | gzip
+        dump_argv = ["pg_dump", "-U", cfg["db_user"], cfg["db_name"]]
+        comp_argv = ["gzip"]
+    else:
+        dump_argv = ["pg_dump", "-U", cfg["db_user"], "-Fc", "-Z0", cfg["db_name"]]
+        comp_argv = (["zstd", f"-{int(cfg['zstd_level'])}", "-T0", "-q", "-c"]
+                     if codec == "zstd" else ["gzip", "-1", "-c"])
+    pipe = Pipeline()
+    try:
+        dump = pipe.start("pg_dump", exec_prefix(cfg) + dump_argv, stdin=subprocess.DEVNULL)
+        pipe.start(comp_argv[0], comp_argv, stdin=dump.stdout, stdout=out)
+        dump.stdout.close()
+        pipe.wait()
+    except BaseException:
+        pipe.kill()
+        raise
 
 
 def _publish(cfg: dict, manifest: dict, final: str, space: dict) -> dict:
