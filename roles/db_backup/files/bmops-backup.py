@@ -684,6 +684,19 @@ def read_toc(data: bytes, where: str) -> dict:
 COPY_END = b"\\.\n\n\n"  # what pg_dump writes after a table's last row (-Fd, -Z0)
 
 
+def compress_argv(codec: str, level: int) -> list:
+    """The host compressor (stdout), for a file argument or stdin."""
+    return (["zstd", f"-{level}", "-T0", "-q", "-c"] if codec == "zstd"
+            else ["gzip", "-1", "-c"])
+
+
+def table_rows(name: str, newlines: int, tail: bytes) -> int:
+    """Rows of a -Fd table file: one line per COPY row, then pg_dump's end marker."""
+    if not tail.endswith(COPY_END):
+        raise ToolError(f"{name}: table data is incomplete (no end-of-data marker)")
+    return newlines - COPY_END.count(b"\n")
+
+
 def _tar_header(name: str, size: int, mtime: float) -> bytes:
     info = tarfile.TarInfo(name)
     info.size, info.mode, info.mtime = size, 0o600, int(mtime)
@@ -700,8 +713,7 @@ def _compress_member(src: str, out, codec: str, level: int, count: bool) -> dict
     The compressor and ``wc -l`` read the file themselves (page cache, C speed);
     Python only copies the compressed bytes.
     """
-    argv = (["zstd", f"-{level}", "-T0", "-q", "-c", src] if codec == "zstd"
-            else ["gzip", "-1", "-c", src])
+    argv = [*compress_argv(codec, level), src]
     pipe = Pipeline()
     written = 0
     lines = b"0"
@@ -726,10 +738,7 @@ def _compress_member(src: str, out, codec: str, level: int, count: bool) -> dict
         with open(src, "rb") as fh:
             fh.seek(max(0, size - len(COPY_END)))
             tail = fh.read()
-        if tail != COPY_END:
-            raise ToolError(f"{os.path.basename(src)}: table data is incomplete "
-                            "(no end-of-data marker)")
-        result["rows"] = int(lines.split()[0]) - COPY_END.count(b"\n")
+        result["rows"] = table_rows(os.path.basename(src), int(lines.split()[0]), tail)
     return result
 
 
@@ -846,9 +855,7 @@ def inspect_dir_tar(path: str, count: bool = True) -> dict:
             else:
                 _pipe_range(path, off, size, f"{codec} -t ({name})", TEST[codec])
             if table:
-                if not tail.endswith(COPY_END):
-                    raise ToolError(f"{path}: {name} is incomplete (no end-of-data marker)")
-                counts[table] = counts.get(table, 0) + nl - COPY_END.count(b"\n")
+                counts[table] = counts.get(table, 0) + table_rows(f"{path}: {name}", nl, tail)
         fh.seek(0)
         size_bytes = 0
         while chunk := fh.read(CHUNK):
@@ -1025,8 +1032,7 @@ def restore_directory(cfg: dict, entry: dict, target: str) -> None:
         finally:
             stop.set()
             disp.join()
-            for dest in list(pending):  # never opened: let no filler wait forever
-                pending.pop(dest)
+            pending.clear()  # never opened: no filler is started for them
             for t in workers:
                 t.join(timeout=60)
         if errors:
@@ -1292,8 +1298,7 @@ def dump_stream(cfg: dict, fmt: str, codec: str, out) -> None:
         comp_argv = ["gzip"]
     else:
         dump_argv = ["pg_dump", "-U", cfg["db_user"], "-Fc", "-Z0", cfg["db_name"]]
-        comp_argv = (["zstd", f"-{int(cfg['zstd_level'])}", "-T0", "-q", "-c"]
-                     if codec == "zstd" else ["gzip", "-1", "-c"])
+        comp_argv = compress_argv(codec, int(cfg["zstd_level"]))
     pipe = Pipeline()
     try:
         dump = pipe.start("pg_dump", exec_prefix(cfg) + dump_argv, stdin=subprocess.DEVNULL)
