@@ -3,7 +3,9 @@
 The fixture ``fixtures/pg15-directory`` is a real ``pg_dump -Fd -Z0`` of a small
 PostgreSQL 15 database: storage_targets (3 rows, one value holding an escaped
 newline and one a backslash), a table with quotes in its name (25 rows) and empty_one (0 rows).
-``fixtures/pg17-directory`` is the same kind of dump made by PostgreSQL 17 (archive 1.16).
+``fixtures/pg16-directory`` (archive 1.15) and ``fixtures/pg17-directory`` (archive 1.16)
+are the same kind of dump made by PostgreSQL 16.2 and 17: tables t (42 rows) and
+"Odd Name" (2 rows). The 16.2 binaries came from the ``pgserver`` wheel on PyPI.
 """
 
 from __future__ import annotations
@@ -40,11 +42,16 @@ def test_parse_toc_finds_every_table_file_and_its_name():
         "3350.dat": "public.empty_one"}
 
 
-def test_parse_toc_reads_postgresql_17_archives_too(tmp_path):
-    # archive 1.16: a compression-algorithm byte in the header and relkind per entry
-    src = Path(__file__).parent / "fixtures" / "pg17-directory"
+@pytest.mark.parametrize("fixture, version", [
+    # archive 1.15: a compression-algorithm byte replaces the compression level
+    ("pg16-directory", "1.15.0"),
+    # archive 1.16: relkind per entry as well
+    ("pg17-directory", "1.16.0"),
+])
+def test_parse_toc_reads_postgresql_16_and_17_archives_too(tmp_path, fixture, version):
+    src = Path(__file__).parent / "fixtures" / fixture
     toc = bt.parse_toc((src / "toc.dat").read_bytes())
-    assert toc["version"] == "1.16.0"
+    assert toc["version"] == version
     out = tmp_path / "x.dir.tar"
     info = pack(src, out)
     assert info["row_counts"] == {"public.t": 42, 'public."Odd Name"': 2}
