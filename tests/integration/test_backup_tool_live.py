@@ -192,6 +192,38 @@ def test_restore_test_reports_matching_counts(pg, tool):
     assert "bmops_scratch_restore_test" not in pg.databases()
 
 
+def test_restore_takes_a_safety_backup_beside_it_under_the_callers_lock(pg, tool, monkeypatch):
+    rc, out, err = tool("backup")
+    assert rc == 0, err
+    # the safety backup rides a held lock: without its token the call is refused
+    rc, res, _ = tool("restore", out["id"], "--into-scratch", "--safety-backup")
+    assert rc == 2 and "lock token" in res["error"]
+    rc, lock, err = tool("lock", "acquire", "--owner", "test", "--ttl", "300")
+    assert rc == 0, err
+    monkeypatch.setenv("BMOPS_LOCK_TOKEN", lock["token"])
+    try:
+        rc, res, err = tool("restore", out["id"], "--into-scratch", "--safety-backup")
+        assert rc == 0, err
+        assert res["match"] is True and pg.counts("bmops_scratch_restore") == SEEDED
+        safety = res["safety_backup"]
+        assert safety["ok"] and safety["tag"] == "safety" and safety["id"] != out["id"]
+        man = json.loads((tool.dir / f"{safety['id']}.json").read_text())
+        assert man["tag"] == "safety" and man["row_counts"] == SEEDED
+
+        # a safety backup that fails (no room for it): the scratch database goes too,
+        # so nothing can be swapped in without a safety copy of the live database
+        tool.configure(min_free_bytes=2**60)
+        rc, res, err = tool("restore", out["id"], "--into-scratch", "--safety-backup")
+        assert rc == 1, err
+        assert res["error"].startswith("safety backup of backup_mgmt failed: not enough free")
+        assert "scratch database dropped, live database untouched" in res["error"]
+        assert "bmops_scratch_restore" not in pg.databases()
+        assert pg.counts() == SEEDED
+    finally:
+        assert tool("lock", "release")[0] == 0
+    assert spool_leftovers(pg) == []
+
+
 def test_sql_gz_is_the_manuals_file_and_legacy_dumps_restore(pg, tool):
     tool.configure(format="sql_gz")
     rc, out, err = tool("backup")

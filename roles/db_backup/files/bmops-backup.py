@@ -9,12 +9,13 @@ The dump runs inside the db container (client == server version) over the unix s
 so no password is needed and none is ever on a command line.  Compression happens on
 the host.  A backup exists only once it has been verified:
 
-    <id>.<ext>.partial -> fsync -> verify (decompress end to end, read the whole archive
-    with pg_restore, count COPY rows per table, sha256) -> rename -> fsync dir ->
-    manifest <id>.json written last (atomically).
+    <id>.<ext>.partial -> fsync -> verify (every member decompresses and passes its
+    codec checksum, the TOC parses, every table file it names is there and ends with
+    pg_dump's end-of-data marker; sha256) -> rename -> fsync dir -> manifest <id>.json
+    written last (atomically).
 
-Row counts in the manifest come from the dump's own data (the COPY blocks), so they
-describe exactly what is in the file, taken in pg_dump's single snapshot.
+Row counts in the manifest come from the dump's own data (the COPY rows of each table
+file), so they describe exactly what is in the file, taken in pg_dump's single snapshot.
 
 Exit codes: 0 ok, 1 failure, 2 usage/config error, 3 lock held by another run.
 Every command prints one JSON document on stdout; human messages go to stderr.
@@ -1615,19 +1616,65 @@ def cmd_restore_test(cfg, args):
     return result
 
 
+class SafetyBackup:
+    """``backup --tag safety --no-prune`` in a child process, beside a scratch restore.
+
+    The two touch different databases (one reads the live one, the other writes a new
+    one), so they overlap; the child rides the caller's lock through its token.
+    """
+
+    def __init__(self, config_path: str, token: str):
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--config", config_path,
+             "backup", "--tag", "safety", "--no-prune"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
+            env=dict(os.environ, BMOPS_LOCK_TOKEN=token))
+
+    def result(self) -> dict:
+        """Wait for the child (never leave it running: it rides our lock)."""
+        try:
+            out, _ = self.proc.communicate()
+        except BaseException:
+            self.proc.terminate()
+            self.proc.wait()
+            raise
+        try:
+            data = json.loads(out)
+        except ValueError:
+            data = {"ok": False, "error": f"printed no JSON (exit {self.proc.returncode})"}
+        if self.proc.returncode != 0 or not data.get("ok"):
+            data["ok"] = False
+            data.setdefault("error", f"exit {self.proc.returncode}")
+        return data
+
+
 def cmd_restore(cfg, args):
+    if args.safety_backup and not args.lock_token:
+        raise ToolError("--safety-backup needs the lock token of a held lock (run "
+                        "'lock acquire' first and pass BMOPS_LOCK_TOKEN)", EXIT_USAGE)
     with LockSession(cfg, "restore", args.lock_token):
         entry = find_backup(cfg, args.ref)
         target = args.scratch or scratch_name(cfg, "restore")
+        safety = SafetyBackup(args.config, args.lock_token) if args.safety_backup else None
         try:
-            result = restore_into(cfg, entry, target)
+            try:
+                result = restore_into(cfg, entry, target)
+            finally:
+                safety_result = safety.result() if safety else None
         except BaseException:
             drop_db(cfg, target)
             raise
+        if safety_result is not None:
+            result["safety_backup"] = safety_result
         if not result["ok"]:
             drop_db(cfg, target)
             raise _fail_with(result, f"restore of {entry['id']}: row counts differ; "
                                      "scratch database dropped, live database untouched")
+        if safety_result is not None and not safety_result["ok"]:
+            drop_db(cfg, target)
+            raise _fail_with(result, f"safety backup of {cfg['db_name']} failed: "
+                                     f"{safety_result['error']}; scratch database dropped, "
+                                     "live database untouched")
         return result
 
 
@@ -1685,6 +1732,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = with_token(sub.add_parser("restore", help="restore a backup into a scratch database"))
     r.add_argument("ref", nargs="?")
     r.add_argument("--into-scratch", dest="scratch", metavar="NAME", nargs="?", const=None)
+    r.add_argument("--safety-backup", action="store_true",
+                   help="take a safety backup of the live database while restoring "
+                        "(needs a lock token)")
     r.set_defaults(func=cmd_restore)
     s = with_token(sub.add_parser("swap", help="make the scratch database the live one"))
     s.add_argument("--scratch", metavar="NAME")
