@@ -1664,16 +1664,16 @@ def cmd_restore(cfg, args):
         except BaseException:
             drop_db(cfg, target)
             raise
+        failure = None
+        if not result["ok"]:
+            failure = f"restore of {entry['id']}: row counts differ"
         if safety_result is not None:
             result["safety_backup"] = safety_result
-        if not result["ok"]:
+            if not safety_result["ok"] and failure is None:
+                failure = f"safety backup of {cfg['db_name']} failed: {safety_result['error']}"
+        if failure:
             drop_db(cfg, target)
-            raise _fail_with(result, f"restore of {entry['id']}: row counts differ; "
-                                     "scratch database dropped, live database untouched")
-        if safety_result is not None and not safety_result["ok"]:
-            drop_db(cfg, target)
-            raise _fail_with(result, f"safety backup of {cfg['db_name']} failed: "
-                                     f"{safety_result['error']}; scratch database dropped, "
+            raise _fail_with(result, f"{failure}; scratch database dropped, "
                                      "live database untouched")
         return result
 
