@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # bmops — every entry point a newcomer needs. `make demo` and `make test` are
 # the two that matter; the rest are the steps they are made of.
 SHELL := /bin/bash

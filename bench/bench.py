@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""bmops benchmarks (DESIGN.md section 8): measure side by side, in one run, and
+# SPDX-License-Identifier: Apache-2.0
+"""bmops benchmarks (docs/architecture.md, "Benchmarks"): measure side by side, in one run, and
 write BENCHMARKS.md.  Entry point: ``bash bench/run.sh`` (``make bench``).
 
 What runs where:

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # bmops bench shim, installed on the benchmark host as /usr/local/bin/pg_dump and
 # /usr/local/bin/psql.  community.postgresql.postgresql_db runs pg_dump / psql on the
 # managed host; the host (Debian 13) only packages PostgreSQL 17 clients, whose dumps

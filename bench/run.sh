@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# bmops benchmarks (DESIGN.md §8): brings up the host container `bmops-bench`,
+# SPDX-License-Identifier: Apache-2.0
+# bmops benchmarks (docs/architecture.md, "Benchmarks"): brings up the host container `bmops-bench`,
 # converges site.yml + the db_backup role, measures side by side in one run and
 # rewrites BENCHMARKS.md.  `make bench` runs it after `make images`.
 #   BMOPS_KEEP=1 bash bench/run.sh     # keep the host afterwards

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Run a bmops procedure the way AWX does: through ansible-runner.
 
     python -m bmops run daily_check -i inventory/demo

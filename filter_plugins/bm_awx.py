@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Filters that shape bmops' AWX objects (pure data, unit-tested)."""
 
 from __future__ import annotations

@@ -1,5 +1,4 @@
-# Copyright: bmops contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: Apache-2.0
 """Threshold evaluation for the daily and weekly checks (pure functions).
 
 A check is a dict::

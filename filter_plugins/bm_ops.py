@@ -1,5 +1,4 @@
-# Copyright: bmops contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: Apache-2.0
 """Pure helpers of the operations playbooks (log level, maintenance reports).
 
 - ``log_level_readback(lines)``: the level the backend says it logs at, from the

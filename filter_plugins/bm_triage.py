@@ -1,5 +1,4 @@
-# Copyright: bmops contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: Apache-2.0
 """Incident triage (operations manual 3.2 / 3.3): verdicts from facts, pure functions.
 
 ``triage(facts, thresholds, now)`` turns what the incident_triage role gathered into

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Shared pytest set-up for bmops.
 
 Custom modules import their shared code as ``ansible.module_utils.bm_*`` (that

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # Make the TLS certificate of the Pebble ACME/management listeners, signed by a
 # throw-away CA (Debian's pebble package ships no test certificates).
 # Layout as upstream's test/certs: DIR/pebble.minica.pem (CA) and

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Entrypoint of bmops/postgres:15, following the official postgres image:
 # - `docker-entrypoint.sh postgres [-c k=v ...]` (or just flags) runs the server;
 #   any other command runs as given (psql, pg_dump, bash, ...).

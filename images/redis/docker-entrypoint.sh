@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # Entrypoint of bmops/redis:7, following the official redis image:
 # - first argument a flag or a *.conf file: run redis-server with it;
 # - redis-server started as root: own /data, drop to redis (uid/gid 999);

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """SMTP sink for tests: store every received message as an .eml file.
 
 Each message is written to DIR/<UTC time>-<id>.eml (temp file + rename, so a

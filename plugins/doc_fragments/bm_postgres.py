@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Documentation of the PostgreSQL connection options the bmops modules share.
 
 Used as ``extends_documentation_fragment: [bm_postgres]``; the matching

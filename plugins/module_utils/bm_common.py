@@ -1,5 +1,4 @@
-# Copyright: bmops contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: Apache-2.0
 """Shared helpers for the bmops modules: PostgreSQL connection arguments,
 the psycopg import guard and JSON-safe result shaping."""
 

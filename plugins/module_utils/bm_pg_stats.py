@@ -1,5 +1,4 @@
-# Copyright: bmops contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: Apache-2.0
 """Queries and result shaping for bm_pg_stats_info (PostgreSQL >= 13, psycopg 3)."""
 
 from __future__ import annotations

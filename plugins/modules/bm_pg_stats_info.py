@@ -1,6 +1,5 @@
 #!/usr/bin/python
-# Copyright: bmops contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: Apache-2.0
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # `make demo`: the main job on a local demo stack.
 #
 # 1. start (or reuse) the managed host container `bmops-demo` (Debian 13,

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Make sure a Docker engine answers on this machine (air-gapped test harness).
 #
 # - If `docker info` works, do nothing (fast path).

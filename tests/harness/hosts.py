@@ -1,7 +1,8 @@
+# SPDX-License-Identifier: Apache-2.0
 """Start and stop managed-host containers (Debian 13, systemd as PID 1).
 
 The run flags come from the shared Molecule platform in
-``.config/molecule/config.yml`` (one source of truth, DESIGN.md §6), so the
+``.config/molecule/config.yml`` (one source of truth, docs/architecture.md, "Test hosts"), so the
 demo host, the integration-test host and the Molecule hosts are the same
 machine.
 

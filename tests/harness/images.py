@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Build the local test images of the air-gapped harness (never pulled).
 
 Usage:

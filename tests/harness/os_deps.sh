@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Install the Debian packages that the bmops test harness needs on the
 # controller. Idempotent: does nothing when everything is present. Needs root
 # (CI and the demo run as root on a Debian 12 machine).

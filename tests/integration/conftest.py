@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Fixtures for integration tests against real servers.
 
 ``stack``: one managed host container (Debian 13, systemd, inner Docker), made

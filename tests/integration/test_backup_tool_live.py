@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """bmops-backup against a real PostgreSQL 15 container (image bmops/postgres:15).
 
 The tool's "run in the db container" prefix is pointed at ``docker exec -i <container>``

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Daily and weekly checks on the real stack, run through ansible-runner as AWX runs them.
 
 Asserts the run's rc, the failed task and its message, the ``set_stats``

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Operations playbooks against the converged stack (issue 8).
 
 incident_triage (db stopped, crash-looping backend, a query blocked on a lock),

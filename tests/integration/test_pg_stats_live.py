@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """bm_pg_stats_info and the jobs / storage SQL of bm_health_info against a real
 PostgreSQL 15 (image bmops/postgres:15 from `make images`), and both modules run
 through Ansible itself (ad-hoc, as AWX would load them from the project).

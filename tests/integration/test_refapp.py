@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The reference backend (tests/refapp) against real PostgreSQL and Redis containers.
 
 One stack per module on its own Docker network: bmops/postgres:15, bmops/redis:7

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """No secret reaches a job event, even at -vvv (what AWX stores and shows).
 
 The database and Redis passwords come from the demo vault file; the SMTP

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Unit-test fixtures: run an Ansible module's main() in-process."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Exceptions that stand for a module's exit_json / fail_json in unit tests.
 
 The fixture ``module_exit`` (tests/unit/conftest.py) makes AnsibleModule raise them.

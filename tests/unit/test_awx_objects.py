@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The AWX objects of playbooks/vars/awx_objects.yml obey AWX's own rules.
 
 AWX rejects, at API time, schedules whose rrule lacks DTSTART or INTERVAL,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Unit tests of the directory format of bmops-backup (pure file logic, no database).
 
 The fixture ``fixtures/pg15-directory`` is a real ``pg_dump -Fd -Z0`` of a small

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Unit tests for roles/db_backup/files/bmops-backup.py (loaded by path).
 
 Retention is a pure function tested with tables.  The file-level tests use the

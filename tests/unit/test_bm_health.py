@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """bm_health_info and plugins/module_utils/bm_health.py: parsing tables, result shaping,
 a real local HTTP server for the probes, and main() with patched exit/fail."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """bm_pg_stats_info and plugins/module_utils/bm_pg_stats.py without a server: SQL building,
 result shaping, partial failures and main() with patched exit/fail. The same code runs
 against a real PostgreSQL in tests/integration/test_pg_stats_live.py."""

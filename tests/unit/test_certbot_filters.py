@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """certbot role filter: registered x509_certificate_info / get_certificate
 results -> certificate entries for the bm_checks evaluation."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Unit tests of the ansible-runner entry point's pure helpers."""
 
 from __future__ import annotations

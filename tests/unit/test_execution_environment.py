@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`ansible-builder create` turns execution-environment.yml into a build context.
 
 It needs no registry, so CI proves the definition is valid and carries the

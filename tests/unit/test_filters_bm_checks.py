@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Tables for filter_plugins/bm_checks.py (daily / weekly evaluation, summary, Prometheus)."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Pure logic of the reference app (tests/refapp): no containers, no servers."""
 
 from __future__ import annotations

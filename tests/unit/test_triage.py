@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Tables for filter_plugins/bm_triage.py (incident triage verdicts, parsers, postmortem)."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """roles/log_level/files/bmops-log-level (run by the revert timer) with a fake docker."""
 
 from __future__ import annotations

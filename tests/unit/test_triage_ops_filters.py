@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Tables for filter_plugins/bm_ops.py (log-level read-back, VACUUM report, Docker log options)."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Helpers for the default scenario: run site.yml against the Molecule instance."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Verify the full stack after converge (and idempotence) of playbooks/site.yml."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Bad inputs: the play stops in preflight, names the variable or file and the
 fix, and the running stack is untouched (same containers, same compose.yaml).
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A changed setting recreates only the services it concerns (Compose config hash).
 
 Runs last: it changes the stack and puts it back. docker_engine is skipped by

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Helpers for the edge scenario: run playbooks against the Molecule instance,
 read what nginx serves, reach the sibling containers."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Verify nginx_proxy + certbot after converge (and idempotence) against Pebble."""
 
 from __future__ import annotations

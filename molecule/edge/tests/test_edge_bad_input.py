@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Bad inputs stop with a clear message; the served certificate, the nginx
 configuration and the running nginx stay as they were.
 

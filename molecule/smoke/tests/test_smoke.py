@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Verify the smoke scenario: systemd host healthy, Docker inside, image loaded."""
 
 import time

@@ -1,5 +1,4 @@
-# Copyright: bmops contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: Apache-2.0
 """Shape certificate facts for the daily and weekly checks (pure functions).
 
 ``certbot_certificate_days(files, endpoints, now=None)`` takes the registered

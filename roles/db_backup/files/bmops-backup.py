@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """bmops-backup: verified PostgreSQL backups and restores for the backup-mgmt stack.
 
 One stdlib-only file, installed by the ``db_backup`` role as /usr/local/sbin/bmops-backup

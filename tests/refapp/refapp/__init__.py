@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Reference backend for bmops: HTTP health API, Celery worker and beat.
 
 It stands in for the customer's backend image in tests and the demo and honours

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Entry point: ``refapp backend|worker|beat`` and ``refapp healthcheck [ROLE]``."""
 
 from __future__ import annotations

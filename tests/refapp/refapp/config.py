@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Settings from the environment (docs/contracts.md, "Backend image contract")."""
 
 from __future__ import annotations

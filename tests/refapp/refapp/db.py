@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """PostgreSQL: schema, audit log, job rows, readiness probe."""
 
 from __future__ import annotations

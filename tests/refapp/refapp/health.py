@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Shaping of the readiness answer (pure) and running checks under a deadline."""
 
 from __future__ import annotations

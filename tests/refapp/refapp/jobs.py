@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Pure decisions of the simulated backup job."""
 
 from __future__ import annotations

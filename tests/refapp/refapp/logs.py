@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """One plain line per event on stdout, and the SIGUSR1 level switch.
 
 Format (UTC, level as a word)::

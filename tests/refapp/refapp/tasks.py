@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The worker and beat roles: Celery on Redis, one periodic backup job.
 
 Worker health: a consumer step touches HEARTBEAT_DIR/worker every few seconds

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The backend role: HTTP on port 8000 with the standard library."""
 
 from __future__ import annotations
