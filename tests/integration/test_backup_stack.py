@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """Backup and restore on the converged stack, through ansible-runner (as AWX runs them).
 
-docs/architecture.md, "What a backup guarantees" and manual §4: backup_db round trip with restore_db, the refusals
+docs/architecture.md ("What a backup guarantees") and manual §4: backup_db round trip
+with restore_db, the refusals
 (no restore_confirm, --check, corrupt or truncated archives, the host lock), the
 manual's own `.sql.gz`, pg_dump dying mid-dump, the cron entry really running the
 tool, and no secret in any runner event.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from ansible.module_utils import basic
-from module_harness import ExitJson, FailJson
+from helpers.module_harness import ExitJson, FailJson
 
 
 @pytest.fixture

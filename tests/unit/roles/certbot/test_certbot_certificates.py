@@ -5,11 +5,11 @@ results -> certificate entries for the bm_checks evaluation."""
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
-_PATH = (Path(__file__).resolve().parents[2] / "roles" / "certbot" / "filter_plugins"
+_PATH = (ROOT / "roles" / "certbot" / "filter_plugins"
          / "certbot_certificates.py")
 _spec = importlib.util.spec_from_file_location("certbot_certificates", _PATH)
 certbot_certificates = importlib.util.module_from_spec(_spec)

@@ -18,7 +18,7 @@ import pytest
 from ansible.module_utils import basic, bm_health
 from ansible.module_utils.bm_common import connect_error_message, jsonable
 from ansible.module_utils.testing import patch_module_args
-from module_harness import ExitJson, FailJson
+from helpers.module_harness import ExitJson, FailJson
 
 
 # ------------------------------------------------------------------ log parsing

@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / "roles" / "db_backup" / "files" / "bmops-backup.py"
 DAY = 86400
 NOW = 1_795_000_000.0  # 2026-11-18

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
-TOOL = Path(__file__).resolve().parents[2] / "roles" / "log_level" / "files" / "bmops-log-level"
+TOOL = ROOT / "roles" / "log_level" / "files" / "bmops-log-level"
 
 
 @pytest.fixture

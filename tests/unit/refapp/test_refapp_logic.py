@@ -7,11 +7,11 @@ import logging
 import random
 import sys
 import threading
-from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "refapp"))
+sys.path.insert(0, str(ROOT / "tests" / "refapp"))
 
 from refapp import config, health, jobs, logs
 

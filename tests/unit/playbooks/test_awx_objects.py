@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import re
 import zoneinfo
-from pathlib import Path
 
 import jinja2
 import pytest
 import yaml
 from bm_awx import bm_awx_workflow_nodes
 from dateutil import rrule as dateutil_rrule
+from helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 VARS_FILE = ROOT / "playbooks" / "vars" / "awx_objects.yml"
 
 

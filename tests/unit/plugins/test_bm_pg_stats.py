@@ -11,7 +11,7 @@ import bm_pg_stats_info
 import pytest
 from ansible.module_utils import bm_pg_stats
 from ansible.module_utils.testing import patch_module_args
-from module_harness import ExitJson, FailJson
+from helpers.module_harness import ExitJson, FailJson
 
 
 def test_statements_sql_quotes_the_schema_and_keeps_parameters():
