@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from bmops import cli
+from bmops import cli, paths
 
 
 @pytest.mark.parametrize(
@@ -92,7 +92,8 @@ def test_summary_lines_without_stats():
 
 
 def test_procedures_lists_playbooks():
-    assert cli.procedures() == sorted(p.stem for p in cli.PLAYBOOK_DIR.glob("*.yml"))
+    playbook_dir = paths.find_project().playbook_dir
+    assert cli.procedures() == sorted(p.stem for p in playbook_dir.glob("*.yml"))
 
 
 def test_unknown_procedure_exits_2(capsys):
