@@ -24,7 +24,9 @@ import argparse
 import json
 import os
 import re
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -163,29 +165,40 @@ def run(args: argparse.Namespace, project: paths.Project) -> int:
         cmdline.append("--syntax-check")
     inventory = str(Path(args.inventory or project.path / "inventory" / "demo").resolve())
     ensure_tools_on_path()
-    private = Path(args.artifacts or paths.default_artifacts(project)).resolve()
-    private.mkdir(parents=True, exist_ok=True)
+    root = Path(args.artifacts or paths.default_artifacts(project)).resolve()
+    root.mkdir(parents=True, exist_ok=True)
     if not args.quiet:
         print(f"project: {project.describe()}", flush=True)
-    result = ansible_runner.run(
-        private_data_dir=str(private),
-        project_dir=str(project.path),
-        playbook=f"playbooks/{args.procedure}.yml",
-        inventory=inventory,
-        extravars=extravars,
-        limit=args.limit,
-        verbosity=args.verbose,
-        cmdline=" ".join(cmdline) or None,
-        envvars={"ANSIBLE_CONFIG": str(project.ansible_cfg)},
-        quiet=True,
-        event_handler=on_event,
-        rotate_artifacts=20,
-    )
+    # ansible-runner writes -e, the environment and the command line options to
+    # env/ in its private data dir and, when such a file is already there, uses
+    # it: a shared one would carry one run's -e (restore_confirm=true), --check
+    # or ANSIBLE_CONFIG (another project's) into the next run. So each run gets
+    # a fresh private data dir, removed after (it holds the -e values); the
+    # artifacts stay under ROOT/artifacts/, the newest 20 kept.
+    private = Path(tempfile.mkdtemp(prefix="run-", dir=root))
+    try:
+        result = ansible_runner.run(
+            private_data_dir=str(private),
+            artifact_dir=str(root / "artifacts"),
+            project_dir=str(project.path),
+            playbook=f"playbooks/{args.procedure}.yml",
+            inventory=inventory,
+            extravars=extravars,
+            limit=args.limit,
+            verbosity=args.verbose,
+            cmdline=" ".join(cmdline) or None,
+            envvars={"ANSIBLE_CONFIG": str(project.ansible_cfg)},
+            quiet=True,
+            event_handler=on_event,
+            rotate_artifacts=20,
+        )
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
     if result.rc != 0 and not results:
         print("\n".join(verbose).strip())
     for line in summary_lines(result.stats, artifact_data):
         print(line)
-    print(f"artifacts: {private / 'artifacts' / result.config.ident}")
+    print(f"artifacts: {result.config.artifact_dir}")
     print(f"status: {result.status} rc={result.rc}")
     return int(result.rc)
 
@@ -217,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
                            "no host is contacted")
     runp.add_argument(
         "--artifacts", metavar="DIR",
-        help=f"ansible-runner private data dir; default ${paths.ARTIFACTS_ENV}, else "
+        help=f"where the runner artifacts go (artifacts/<run id>/ in it); default "
+             f"${paths.ARTIFACTS_ENV}, else "
              ".cache/runner in a writable project checkout, else "
              "$XDG_CACHE_HOME/bmops/runner (~/.cache/bmops/runner)")
     args = parser.parse_args(argv)

@@ -7,11 +7,14 @@ and installed with `--no-deps` into a fresh virtualenv. That virtualenv sees
 the dependencies (ansible, ansible-runner) of this one through a .pth line,
 not its editable bmops, so every `bmops` below is the installed one, run from
 a directory that is no project. Nothing here contacts a server or changes the
-machine.
+machine: the one real run stops at a controller-side assert, and its only
+host is localhost with an interpreter that does not exist, so no module could
+run there even if the play went on.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -138,6 +141,37 @@ def test_syntax_check_fails_without_the_cfg_paths(installed, tmp_path):
     assert proc.returncode != 0
     assert re.search(r"\[ERROR\]: (the role '\w+' was not found|couldn't resolve module)",
                      proc.stdout), proc.stdout
+
+
+def test_run_a_procedure_from_the_installed_project(installed):
+    """log_level with a bad level: the role (and bmops_common, its dependency)
+    load from the shipped roles and the role's own check of the level (its
+    argument specs, or its preflight assert) fails on the controller: rc 2, as
+    AWX shows it. Runs after the syntax checks above, in the same artifact
+    directory."""
+    proc = bmops(installed, "run", "log_level", "-i", "hosts.yml", "-e", "log_level=LOUD")
+    out = proc.stdout
+    assert proc.returncode == 2, out + proc.stderr
+    assert "PLAY Change the backend log level" in out
+    assert "FAILED      localhost: " in out
+    assert "changed" not in out.replace("changed=0", "")
+
+    shipped = installed.shipped
+    artifacts = Path(out.split("artifacts: ", 1)[1].splitlines()[0])
+    assert artifacts.parent == Path(installed.env["XDG_CACHE_HOME"], "bmops", "runner",
+                                    "artifacts")
+    command = json.loads((artifacts / "command").read_text())
+    assert command["cwd"] == str(shipped)
+    assert command["env"]["ANSIBLE_CONFIG"] == str(shipped / "ansible.cfg")
+    assert "--syntax-check" not in command["command"]
+    events = [json.loads(p.read_text()) for p in (artifacts / "job_events").glob("*.json")]
+    (failed,) = [e["event_data"] for e in events if e.get("event") == "runner_on_failed"]
+    assert failed["role"] == "log_level"
+    assert failed["task_action"] in ("ansible.builtin.validate_argument_spec",
+                                     "ansible.builtin.assert")
+    assert Path(failed["task_path"]).is_relative_to(shipped)
+    assert "LOUD" in json.dumps(failed["res"])
+    assert not list(shipped.rglob(".cache")), "state written into the installed package"
 
 
 def test_the_shipped_cfg_finds_the_filter_plugins(installed):
