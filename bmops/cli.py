@@ -88,7 +88,12 @@ def progress_line(event: dict[str, Any]) -> str | None:
         res = data.get("res") or {}
         msg = res.get("msg") or res.get("stderr") or ""
         if msg and not res.get("_ansible_no_log"):
-            line += f"\n              {str(msg).strip().splitlines()[0][:300]}"
+            first = str(msg).strip().splitlines()[0]
+            # validate_argument_spec: "Validation of arguments failed:", then the errors
+            errors = res.get("argument_errors") or []
+            if errors and first.endswith(":"):
+                first += f" {errors[0]}"
+            line += f"\n              {first[:300]}"
     return line
 
 

@@ -71,6 +71,14 @@ def test_progress_line_failure_shows_first_line_of_message():
     assert line.splitlines()[1].strip() == "success rate 80 % < 95 %"
 
 
+def test_progress_line_failure_shows_the_first_argument_error():
+    res = {"msg": "Validation of arguments failed:\nvalue of x must be one of: A, B, got: C",
+           "argument_errors": ["value of x must be one of: A, B, got: C", "second"]}
+    line = cli.progress_line(_ev("runner_on_failed", host="h", task="t", res=res))
+    assert line.splitlines()[1].strip() == (
+        "Validation of arguments failed: value of x must be one of: A, B, got: C")
+
+
 def test_progress_line_failure_hides_no_log_message():
     line = cli.progress_line(_ev("runner_on_failed", host="h", task="t",
                                  res={"msg": "secret", "_ansible_no_log": True}))
