@@ -14,6 +14,7 @@ run there even if the play went on.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import re
@@ -27,6 +28,7 @@ from types import SimpleNamespace
 
 import pytest
 from helpers import ROOT
+from packaging.version import Version
 
 # What the wheel must carry (pyproject.toml, [tool.setuptools.package-data]):
 # ansible.cfg, the paths it names and the inventories, whole; nothing else.
@@ -56,6 +58,9 @@ def installed(tmp_path_factory):
     """bmops installed from its wheel: src (the copy built), wheel, venv,
     shipped (the project inside it), and env for a shell standing in workdir,
     a directory with no project."""
+    if Version(importlib.metadata.version("setuptools")) < Version("70.1"):
+        pytest.fail("setuptools >= 70.1 builds wheels offline; `make setup` installs it "
+                    "(pyproject.toml, test extra)")
     base = tmp_path_factory.mktemp("wheel")
     src = base / "src"
     shutil.copytree(ROOT, src, symlinks=True, ignore=lambda d, names: [
