@@ -38,6 +38,15 @@ def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(["docker", *args], capture_output=True, text=True, check=check)
 
 
+def _volume_name(name: str, path: str) -> str:
+    return f"{name}-{path.strip('/').replace('/', '-')}"
+
+
+def host_volumes(name: str) -> list[str]:
+    """The named volumes `docker run` gives host NAME (its inner /var/lib/docker)."""
+    return [_volume_name(name, v) for v in platform().get("volumes", []) if ":" not in v]
+
+
 def run_args(name: str, network: str | None = None) -> list[str]:
     """`docker run` arguments for a host named NAME, from the shared platform."""
     p = platform()
@@ -52,7 +61,7 @@ def run_args(name: str, network: str | None = None) -> list[str]:
         # An anonymous volume in the platform (inner /var/lib/docker) becomes a
         # named one here, so `down` can remove it explicitly.
         if ":" not in vol:
-            vol = f"{name}-{vol.strip('/').replace('/', '-')}:{vol}"
+            vol = f"{_volume_name(name, vol)}:{vol}"
         args += ["-v", vol]
     for tmpfs in p.get("tmpfs", []):
         args += ["--tmpfs", tmpfs]
@@ -77,13 +86,18 @@ def wait_booted(name: str, timeout: float = 90.0) -> str:
 
 
 def up(name: str, network: str | None = None) -> str:
-    """Start host NAME (reuse it when it already runs) and wait for systemd."""
+    """Start host NAME (reuse it when it already runs) and wait for systemd.
+
+    A host that is not running starts fresh: a stopped container and the inner
+    Docker volume a killed run left behind are removed first. Reusing them
+    brought back an inner Compose network whose subnet the outer test network
+    had since taken (172.19.0.0/16 on both sides), and the host could no longer
+    reach its own backend.
+    """
     status = docker("inspect", "-f", "{{.State.Status}}", name, check=False).stdout.strip()
     if status == "running":
         return wait_booted(name)
-    if status:
-        docker("start", name)
-        return wait_booted(name)
+    down(name)
     image = platform()["image"]
     if docker("image", "inspect", image, check=False).returncode != 0:
         raise HostError(f"image {image} is missing: run `make images` first")
@@ -98,7 +112,7 @@ def down(name: str) -> None:
     mounts = docker("inspect", "-f", "{{range .Mounts}}{{.Name}} {{end}}", name,
                     check=False).stdout.split()
     docker("rm", "-f", "-v", name, check=False)
-    for vol in mounts:
+    for vol in sorted(set(mounts) | set(host_volumes(name))):
         docker("volume", "rm", "-f", vol, check=False)
 
 

@@ -178,6 +178,8 @@ def stack(tmp_path_factory, it_network) -> Stack:
     st = Stack(STACK_HOST, inventory, workdir)
     result = st.run("site")
     if result.rc != 0:
+        if not KEEP:  # a half-converged host must not be reused by the next session
+            hosts.down(STACK_HOST)
         pytest.fail(f"site.yml did not converge on {STACK_HOST} (rc={result.rc}):\n"
                     + result.stdout[-4000:], pytrace=False)
     yield st
