@@ -270,7 +270,7 @@ def test_restart_waits_for_nobody_when_the_lock_is_held(ops):
         before = started_at(ops, "backup-mgmt-celery-1")
         result = ops.run("restart_services", extravars={"restart_service": "celery"})
         assert result.rc != 0
-        assert "holds /run/lock/bmops.lock" in result.stdout
+        assert "holds /run/bmops/bmops.lock" in result.stdout
         assert started_at(ops, "backup-mgmt-celery-1") == before
     finally:
         ops.sh(f"BMOPS_LOCK_TOKEN={token} {TOOL} lock release")
