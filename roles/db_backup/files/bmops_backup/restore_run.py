@@ -33,6 +33,8 @@ def compose(cfg: dict, *args: str) -> str:
 
 
 def service_states(cfg: dict, services: list) -> dict:
+    if not services:
+        return {}
     out = compose(cfg, "ps", "-a", "--format", "{{.Service}} {{.State}}", *services)
     states = dict(line.split(None, 1) for line in out.splitlines() if line.strip())
     return {s: states.get(s, "missing") for s in services}
