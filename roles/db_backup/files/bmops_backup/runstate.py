@@ -66,13 +66,14 @@ def db_oid(cfg: dict, name: str) -> str | None:
     return rows[0][0] if rows else None
 
 
-def verified_name(scratch: str) -> str:
-    return f"verified-{scratch}.json"
+def verified_name(cfg: dict, scratch: str) -> str:
+    """One record per stack (the DR drill's shares the directory) and scratch name."""
+    return f"verified-{cfg['project_name']}-{scratch}.json"
 
 
 def record_verified(cfg: dict, scratch: str, backup_id: str) -> None:
     """The restore verified ``scratch`` (row counts matched): remember it by OID."""
-    write_atomic(path(cfg, verified_name(scratch)), json.dumps(
+    write_atomic(path(cfg, verified_name(cfg, scratch)), json.dumps(
         {"scratch": scratch, "oid": db_oid(cfg, scratch), "backup": backup_id,
          "pid": os.getpid(), "time": time.time()}) + "\n")
 
@@ -80,7 +81,7 @@ def record_verified(cfg: dict, scratch: str, backup_id: str) -> None:
 def check_verified(cfg: dict, scratch: str) -> dict:
     """Refuse a scratch database that no restore verified, or that changed since."""
     try:
-        with open(path(cfg, verified_name(scratch)), encoding="utf-8") as fh:
+        with open(path(cfg, verified_name(cfg, scratch)), encoding="utf-8") as fh:
             rec = json.load(fh)
     except (OSError, ValueError):
         raise ToolError(f"refusing to swap in {scratch}: no restore verified it (run "
@@ -93,7 +94,7 @@ def check_verified(cfg: dict, scratch: str) -> dict:
 
 
 def forget_verified(cfg: dict, scratch: str) -> None:
-    remove(cfg, verified_name(scratch))
+    remove(cfg, verified_name(cfg, scratch))
 
 
 def mark_stopped(cfg: dict, services: list) -> None:
