@@ -15,7 +15,10 @@ The probe table ``bk_probe`` is this module's own and is dropped at the end.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -27,7 +30,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = "/usr/local/sbin/bmops-backup"
 BACKUP_DIR = "/backup/db"
-LOCK_FILE = "/run/lock/bmops.lock"
+LOCK_FILE = "/run/bmops/bmops.lock"
 PROJECT_DIR = "/opt/backup-mgmt"
 SERVICES = ("backend", "celery", "celery-beat", "db", "redis")
 RESTARTED = ("backend", "celery", "celery-beat")
@@ -436,6 +439,187 @@ def test_pg_dump_dying_mid_dump_leaves_no_file(bk):
     rc, out, err = tool(bk, "verify", newest["id"])
     assert rc == 0, (out, err)
     assert lock_free(bk)
+
+
+# ---------------------------------------------------------------- 6b. a dead controller
+
+RUN_DIR = "/run/bmops"
+PAUSE_AT, PAUSED = f"{RUN_DIR}/test-pause-at", f"{RUN_DIR}/test-paused"
+ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
+
+
+def untagged_backup_of(stack, rows: list[str]) -> str:
+    """A verified untagged backup holding exactly ``rows`` in bk_probe; its id."""
+    assert probe(stack) == rows
+    rc, out, err = tool(stack, "backup")
+    assert rc == 0, (out, err)
+    return out["id"]
+
+
+def start_controller(stack, bid: str) -> subprocess.Popen:
+    """restore_db.yml through ansible-playbook in its own process group (to kill -9)."""
+    from bmops.cli import ensure_tools_on_path
+
+    ensure_tools_on_path()
+    return subprocess.Popen(
+        [str(ANSIBLE_PLAYBOOK), "-i", str(stack.inventory), "playbooks/restore_db.yml",
+         "-e", json.dumps({"restore_confirm": True, "restore_backup_id": bid})],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env=dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1"))
+
+
+def wait_paused(stack, step: str, proc: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while stack.sh(f"cat {PAUSED} 2>/dev/null || true").stdout.strip() != step:
+        assert proc.poll() is None, f"the play ended (rc {proc.returncode}) before {step}"
+        assert time.monotonic() < deadline, f"the restore never reached step {step}"
+        time.sleep(0.5)
+
+
+def scratch_dbs(stack) -> set[str]:
+    return {d for d in databases(stack)
+            if d.startswith("bmops_scratch_") and not d.startswith("bmops_scratch_old_")}
+
+
+# What dies, and where: the controller (kill -9 of ansible-playbook and its workers:
+# as an AWX cancel, a closed laptop or a lost SSH connection) at every step of the
+# restore, and the host-side run itself (kill -9 of the unit's main process).
+KILLS = [("controller", "restored"), ("controller", "stopped"), ("controller", "swap"),
+         ("controller", "swapped"), ("restore-run", "swap")]
+
+
+@pytest.mark.parametrize(("victim", "step"), KILLS, ids=[f"{v}-at-{s}" for v, s in KILLS])
+def test_whatever_dies_the_app_comes_back_with_old_or_new_data(bk, victim, step):
+    new = set_probe(bk, f"new-{step}", 25)
+    bid = untagged_backup_of(bk, new)
+    old = set_probe(bk, f"old-{step}", 20)
+    bk.sh(f"mkdir -p -m 0700 {RUN_DIR} && echo {step} > {PAUSE_AT}")
+    proc = start_controller(bk, bid)
+    try:
+        wait_paused(bk, step, proc)
+        if victim == "controller":
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        else:
+            bk.sh(f"systemctl kill --signal=KILL --kill-whom=main bmops-restore-{bid}.service")
+    finally:
+        bk.sh(f"rm -f {PAUSE_AT}")
+        if proc.poll() is None and victim == "controller":
+            os.killpg(proc.pid, signal.SIGKILL)
+    # within a minute, the app is up on entirely the old or entirely the new data
+    t0 = time.monotonic()
+    wait_healthy(bk, timeout=60)
+    wait_lock_free(bk, timeout=max(1.0, 60 - (time.monotonic() - t0)))
+    data = probe(bk)
+    # the controller's death changes nothing on the host: the run goes on to the end;
+    # a run killed itself leaves the old database live (recover started the services)
+    assert data == (new if victim == "controller" else old), data[:3]
+    if victim == "restore-run":
+        proc.wait(timeout=120)  # the play saw its unit fail, and says so
+        assert proc.returncode != 0
+        deadline = time.monotonic() + 30
+        while scratch_dbs(bk):  # ExecStopPost's recover drops the scratch database
+            assert time.monotonic() < deadline, scratch_dbs(bk)
+            time.sleep(1)
+    assert scratch_dbs(bk) == set()
+    rc, rec, _ = tool(bk, "recover", "--dry-run")
+    assert rc == 0 and rec["busy"] is False and not any(
+        rec[k] for k in ("stopped_services", "closed_databases", "scratch_databases")), rec
+    # an immediate rerun succeeds (the lock is free, nothing is left to refuse it)
+    set_probe(bk, f"changed-{step}", 5)
+    rerun = bk.run("restore_db", extravars={"restore_confirm": True, "restore_backup_id": bid})
+    assert_ok(rerun)
+    assert probe(bk) == new
+    wait_healthy(bk, timeout=60)
+    assert lock_free(bk)
+
+
+# ---------------------------------------------------------------- 6c. database as it was
+
+DB_PROPS_SQL = {  # each sorted: order inside pg's arrays is not part of the state
+    "database": "SELECT pg_get_userbyid(datdba) || ' ' || datconnlimit FROM pg_database "
+                "WHERE datname = 'backup_mgmt'",
+    "acl": "SELECT coalesce(g.rolname, 'PUBLIC') || ' ' || a.privilege_type || ' ' || "
+           "a.is_grantable FROM pg_database d, aclexplode(d.datacl) a LEFT JOIN pg_roles g "
+           "ON g.oid = a.grantee WHERE d.datname = 'backup_mgmt' ORDER BY 1",
+    "settings": "SELECT coalesce(r.rolname, '*') || ' ' || c FROM pg_db_role_setting s "
+                "JOIN pg_database d ON d.oid = s.setdatabase LEFT JOIN pg_roles r "
+                "ON r.oid = s.setrole, unnest(s.setconfig) c "
+                "WHERE d.datname = 'backup_mgmt' ORDER BY 1",
+    "table_grants": "SELECT grantee || ' ' || privilege_type FROM "
+                    "information_schema.role_table_grants WHERE table_name = 'bk_probe' "
+                    "ORDER BY 1",
+}
+
+
+def db_props(stack) -> dict[str, str]:
+    return {k: stack.psql(sql) for k, sql in DB_PROPS_SQL.items()}
+
+
+def test_restore_keeps_owner_settings_and_privileges_and_never_picks_its_safety_backup(bk):
+    bk.psql("DO $$BEGIN "
+            "IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'bk_owner') THEN "
+            "CREATE ROLE bk_owner; END IF; "
+            "IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'bk_reader') THEN "
+            "CREATE ROLE bk_reader; END IF; END$$")
+    for sql in ("ALTER DATABASE backup_mgmt SET work_mem = '7MB'",
+                "ALTER DATABASE backup_mgmt SET search_path = \"$user\", public",
+                "ALTER ROLE bk_reader IN DATABASE backup_mgmt SET statement_timeout = '5s'",
+                "GRANT CONNECT ON DATABASE backup_mgmt TO bk_reader",
+                "REVOKE TEMPORARY ON DATABASE backup_mgmt FROM PUBLIC",
+                "GRANT SELECT ON bk_probe TO bk_reader",
+                "ALTER DATABASE backup_mgmt CONNECTION LIMIT 200",
+                "ALTER DATABASE backup_mgmt OWNER TO bk_owner"):
+        bk.psql(sql)
+    try:
+        rows = set_probe(bk, "props", 12)
+        before = db_props(bk)
+        assert before["database"] == "bk_owner 200" and "* work_mem=7MB" in before["settings"]
+        assert "bk_reader CONNECT false" in before["acl"]
+        assert "bk_reader SELECT" in before["table_grants"]
+        bid = untagged_backup_of(bk, rows)
+        set_probe(bk, "later", 3)
+        result = bk.run("restore_db", extravars={"restore_confirm": True})
+        assert_ok(result)
+        report = result.artifact_data["db_restore"]
+        assert report["backup"]["id"] == bid
+        assert probe(bk) == rows
+        assert db_props(bk) == before
+
+        # the restore took a safety backup (tagged): a second restore without an id
+        # still means the newest scheduled backup, and the plan says why
+        plan = bk.run("restore_db", extravars={"restore_confirm": True}, cmdline="--check")
+        assert_ok(plan)
+        assert f"Would restore {bid}." in plan.stdout
+        assert f"{report['safety_backup']} (tag safety)" in plan.stdout
+        assert latest_verified(bk)["id"] == bid
+    finally:
+        for sql in ("ALTER DATABASE backup_mgmt OWNER TO postgres",
+                    "ALTER DATABASE backup_mgmt RESET ALL",
+                    "ALTER ROLE bk_reader IN DATABASE backup_mgmt RESET ALL",
+                    "ALTER DATABASE backup_mgmt CONNECTION LIMIT -1",
+                    "GRANT TEMPORARY ON DATABASE backup_mgmt TO PUBLIC",
+                    "REVOKE ALL ON DATABASE backup_mgmt FROM bk_reader"):
+            bk.psql(sql)
+    wait_healthy(bk, timeout=60)
+
+
+def test_swap_refuses_a_scratch_database_no_restore_verified_and_the_lock_is_private(bk):
+    bk.psql("SELECT 1")
+    bk.compose("exec", "-T", "db", "psql", "-U", "postgres", "-c",
+               "CREATE DATABASE bmops_scratch_restore")
+    try:
+        before = probe(bk)
+        rc, out, _ = tool(bk, "swap")
+        assert rc == 1 and "no restore verified it" in out["error"], out
+        assert probe(bk) == before
+    finally:
+        bk.compose("exec", "-T", "db", "psql", "-U", "postgres", "-c",
+                   "DROP DATABASE IF EXISTS bmops_scratch_restore")
+    assert bk.sh(f"stat -c '%a %U' {RUN_DIR} {LOCK_FILE}").stdout.split() == [
+        "700", "root", "600", "root"]
+    assert "--wait 1800" in cron_line(bk)
 
 
 # ---------------------------------------------------------------- 7. host lock

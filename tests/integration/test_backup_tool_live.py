@@ -355,3 +355,39 @@ def test_too_small_work_directory_in_the_container_fails_before_dumping(pg, tool
     assert names(tool.dir) == before  # no partial file, no manifest
     ls = sh("docker", "exec", pg.name, "ls", "-A", "/tiny-spool").stdout.split()
     assert ls == []  # its own work directory removed as well
+
+
+def test_swap_takes_only_the_scratch_database_the_restore_verified(pg, tool):
+    rc, out, err = tool("backup")
+    assert rc == 0, err
+    rc, res, err = tool("restore", out["id"], "--into-scratch")
+    assert rc == 0, err
+    # recreated behind the restore's back: same name, another database (OID)
+    pg.sql("DROP DATABASE bmops_scratch_restore")
+    pg.sql("CREATE DATABASE bmops_scratch_restore")
+    rc, res, _ = tool("swap")
+    assert rc == 1 and "not the database the restore" in res["error"], res
+    assert pg.counts() == SEEDED
+    pg.sql("DROP DATABASE bmops_scratch_restore")
+
+
+def test_recover_drops_scratch_databases_keeps_the_old_ones_and_reopens_the_live_one(pg, tool):
+    tool.configure(app_services=[])
+    pg.sql("CREATE DATABASE bmops_scratch_restore")
+    pg.sql("CREATE DATABASE bmops_scratch_old_20260101000000")
+    pg.sql("ALTER DATABASE backup_mgmt ALLOW_CONNECTIONS false", db="postgres")
+    try:
+        rc, plan, err = tool("recover", "--dry-run")
+        assert rc == 0, err
+        assert plan["scratch_databases"] == ["bmops_scratch_restore"]
+        assert plan["closed_databases"] == ["backup_mgmt"] and plan["changed"] is False
+        rc, done, err = tool("recover")
+        assert rc == 0 and done["changed"] is True, err
+        dbs = pg.databases()
+        assert "bmops_scratch_restore" not in dbs
+        assert "bmops_scratch_old_20260101000000" in dbs
+        assert pg.counts() == SEEDED  # reachable again
+        assert tool("recover")[1]["changed"] is False
+    finally:
+        pg.sql("ALTER DATABASE backup_mgmt ALLOW_CONNECTIONS true", db="postgres")
+        pg.sql("DROP DATABASE IF EXISTS bmops_scratch_old_20260101000000", db="postgres")

@@ -177,7 +177,7 @@ def cmd_backup(cfg, args):
         cfg["format"] = args.format
     now = time.time()
     try:
-        with LockSession(cfg, "backup", args.lock_token):
+        with LockSession(cfg, "backup", args.lock_token, wait=getattr(args, "wait", 0)):
             result = do_backup(cfg, tag=args.tag)
             if not args.no_prune:
                 pr = do_prune(cfg, time.time())

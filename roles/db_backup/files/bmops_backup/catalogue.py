@@ -86,7 +86,10 @@ def public(entry: dict, now: float) -> dict:
 
 
 def find_backup(cfg: dict, ref: str | None, usable_only: bool = True) -> dict:
-    """A backup by id, file name or path (legacy allowed); default: newest verified."""
+    """A backup by id, file name or path (legacy allowed); default: the newest verified
+    backup without a tag (the scheduled cron job's, or backup_db.yml's): a tagged one
+    (a restore's safety backup, a test's) is what an operator means only by its id.
+    ``chosen`` in the result says why this one."""
     entries = scan(cfg["backup_dir"])
     if ref:
         if os.sep in ref:
@@ -96,12 +99,22 @@ def find_backup(cfg: dict, ref: str | None, usable_only: bool = True) -> dict:
                 if usable_only and e["kind"] in ("partial", "unverified"):
                     raise ToolError(f"{ref} is {e['kind']} ({', '.join(e['flags']) or 'partial'})"
                                     ": not restorable")
+                e["chosen"] = f"asked for by id ({ref})"
                 return e
         raise ToolError(f"backup {ref} not found in {cfg['backup_dir']}")
+    skipped = []
     for e in entries:
         if e["kind"] == "verified" and e["time"] <= time.time() + SKEW_TOLERANCE:
+            if e.get("tag"):
+                skipped.append(f"{e['id']} (tag {e['tag']})")
+                continue
+            e["chosen"] = ("newest verified scheduled backup (no tag)" + (
+                f"; newer tagged ones skipped, restore them by id: {', '.join(skipped[:5])}"
+                if skipped else ""))
             return e
-    raise ToolError(f"no verified backup in {cfg['backup_dir']}")
+    raise ToolError(f"no verified backup in {cfg['backup_dir']} without a tag (the scheduled ones)"
+                    + (f"; tagged ones can be restored by id: {', '.join(skipped[:5])}"
+                       if skipped else ""))
 
 
 def cmd_list(cfg, args):

@@ -13,8 +13,11 @@ from .backup_executor import cmd_backup
 from .catalogue import cmd_list
 from .config import DEFAULT_CONFIG, load_config
 from .exceptions import EXIT_FAIL, EXIT_OK, EXIT_USAGE, ToolError
+from .fs import write_atomic
 from .lockfile import cmd_lock
-from .restore_executor import cmd_drop_old, cmd_restore, cmd_restore_test, cmd_swap
+from .recover import cmd_recover
+from .restore_executor import cmd_drop_old, cmd_restore_test, cmd_swap
+from .restore_run import cmd_restore
 from .retention import cmd_prune
 from .utils import log
 from .verify import cmd_check, cmd_verify
@@ -36,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--tag", help="label stored in the manifest (e.g. safety)")
     b.add_argument("--format", choices=["directory", "custom", "sql_gz"])
     b.add_argument("--no-prune", action="store_true")
+    b.add_argument("--wait", type=int, default=0, metavar="SECONDS",
+                   help="when another run holds the host lock, wait up to this long")
     b.set_defaults(func=cmd_backup)
     v = sub.add_parser("verify", help="full verification (checksum + archive read)")
     v.add_argument("ref", nargs="?", help="backup id, file name or path (default: latest)")
@@ -58,11 +63,23 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--into-scratch", dest="scratch", metavar="NAME", nargs="?", const=None)
     r.add_argument("--safety-backup", action="store_true",
                    help="take a safety backup of the live database while restoring "
-                        "(needs a lock token)")
+                        "(needs a lock token, or --swap)")
+    r.add_argument("--swap", action="store_true",
+                   help="then stop the app services, swap the scratch database in and "
+                        "start them again, all in this process")
+    r.add_argument("--keep-old", type=int, default=1, help="old databases to keep (--swap)")
+    r.add_argument("--result-file", metavar="PATH",
+                   help="also write the JSON result to PATH (0600)")
     r.set_defaults(func=cmd_restore)
     s = with_token(sub.add_parser("swap", help="make the scratch database the live one"))
     s.add_argument("--scratch", metavar="NAME")
     s.add_argument("--keep-old", type=int, default=1, help="old databases to keep")
+    s.add_argument("--rollback", action="store_true",
+                   help="swap back a kept pre-restore database (<prefix>_old_*)")
+    rc = sub.add_parser("recover", help="put right what a dead run left (services, "
+                                        "scratch databases, state files)")
+    rc.add_argument("--dry-run", action="store_true")
+    rc.set_defaults(func=cmd_recover)
     s.set_defaults(func=cmd_swap)
     d = with_token(sub.add_parser("drop-old", help="drop old databases kept by swap"))
     d.add_argument("--keep", type=int, default=0)
@@ -88,17 +105,21 @@ def main(argv=None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
+    code = EXIT_OK
     try:
         cfg = load_config(args.config)
         result = args.func(cfg, args)
     except ToolError as exc:
         log(f"ERROR: {exc}")
         payload = getattr(exc, "payload", {})
-        print(json.dumps({**payload, "ok": False, "error": str(exc), "exit_code": exc.code}))
-        return exc.code
+        result = {**payload, "ok": False, "error": str(exc), "exit_code": exc.code}
+        code = exc.code
     except OSError as exc:
         log(f"ERROR: {exc}")
-        print(json.dumps({"ok": False, "error": str(exc), "exit_code": EXIT_FAIL}))
-        return EXIT_FAIL
-    print(json.dumps(result, indent=2))
-    return EXIT_OK
+        result = {"ok": False, "error": str(exc), "exit_code": EXIT_FAIL}
+        code = EXIT_FAIL
+    text = json.dumps(result, indent=2) if code == EXIT_OK else json.dumps(result)
+    if getattr(args, "result_file", None):
+        write_atomic(args.result_file, text + "\n")
+    print(text)
+    return code

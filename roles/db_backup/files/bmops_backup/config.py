@@ -29,7 +29,11 @@ DEFAULTS = {
     "db_name": "backup_mgmt",
     "db_user": "postgres",
     "backup_dir": "/backup/db",
-    "lock_file": "/run/lock/bmops.lock",
+    # In a directory only root can write (created 0700); the lock file itself is 0600.
+    "lock_file": "/run/bmops/bmops.lock",
+    # App services a restore stops around the swap and starts again (recover starts
+    # them too when a dead run left them stopped).
+    "app_services": ["backend", "celery", "celery-beat"],
     "format": "directory",  # directory | custom | sql_gz
     "codec": "auto",  # auto | zstd | gzip  (directory/custom; sql_gz is always gzip)
     "zstd_level": 1,

@@ -1,10 +1,13 @@
 # SPDX-License-Identifier: Apache-2.0
 """The host-wide lock shared by backup, restore and maintenance runs.
 
-A command takes the flock for its own run (``LockSession``), or rides a lock that a
-playbook holds across several steps: ``lock acquire`` forks a detached holder with a
-TTL and prints its token; steps pass the token (``--lock-token`` or
-BMOPS_LOCK_TOKEN); ``lock release`` ends the holder.  Role host_lock wraps the two.
+A command takes the flock for its own run (``LockSession``): the kernel drops it when
+that process dies, so a dead run never blocks the next one.  A playbook can also hold
+it across several steps: ``lock acquire`` forks a detached holder with a TTL and
+prints its token; steps pass the token (``--lock-token`` or BMOPS_LOCK_TOKEN);
+``lock release`` ends the holder, after checking that the PID it signals really holds
+the flock.  Role host_lock wraps the two.  The lock file is 0600 in a directory only
+its owner (root) can write (bm_lock_file, /run/bmops/bmops.lock).
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ import secrets
 import signal
 import time
 
-from .exceptions import EXIT_LOCKED, ToolError
-from .utils import iso, pid_alive
+from .exceptions import EXIT_LOCKED, EXIT_USAGE, ToolError
+from .utils import iso, log, pid_alive
 
 
 class Lock:
@@ -29,8 +32,16 @@ class Lock:
         self.fd = None
 
     def _open(self):
-        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        parent = os.path.dirname(self.path) or "."
+        os.makedirs(parent, mode=0o700, exist_ok=True)
+        st = os.stat(parent)
+        if st.st_mode & 0o022 or st.st_uid != os.geteuid():
+            raise ToolError(f"refusing lock file {self.path}: its directory {parent} must "
+                            "belong to this user and not be writable by group/others "
+                            "(e.g. /run/bmops, 0700)", EXIT_USAGE)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        os.fchmod(fd, 0o600)
+        return fd
 
     def holder(self) -> dict:
         try:
@@ -39,18 +50,32 @@ class Lock:
         except (OSError, ValueError):
             return {}
 
-    def acquire(self, owner: str, token: str | None = None) -> None:
+    def acquire(self, owner: str, token: str | None = None, wait: float = 0) -> None:
+        """Take the flock; when busy, retry for up to ``wait`` seconds, then give up."""
         fd = self._open()
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno in (errno.EAGAIN, errno.EACCES):
-                pid = self.holder().get("pid", "?")
+        deadline = time.monotonic() + max(0.0, float(wait))
+        said = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise
+            info = self.holder()
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                waited = (f"; gave up after waiting {int(wait)} s for it (owner "
+                          f"{info.get('owner', '?')})") if wait else ""
                 raise ToolError(
                     f"another bmops backup/restore/maintenance run holds {self.path} "
-                    f"(pid {pid})", EXIT_LOCKED) from None
-            raise
+                    f"(pid {info.get('pid', '?')}){waited}", EXIT_LOCKED)
+            if not said:
+                log(f"{self.path} is held by pid {info.get('pid', '?')} "
+                    f"({info.get('owner', '?')}): waiting up to {int(wait)} s")
+                said = True
+            time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
         self.fd = fd
         info = {"pid": os.getpid(), "owner": owner, "since": iso(time.time())}
         if token:
@@ -64,6 +89,23 @@ class Lock:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None
+
+    def held_by(self, pid) -> bool:
+        """Whether process ``pid`` holds the flock on this file (/proc/locks)."""
+        try:
+            ino = os.stat(self.path).st_ino
+            with open("/proc/locks", encoding="ascii") as fh:
+                lines = fh.read().splitlines()
+        except OSError:
+            return pid_alive(pid) and not self.is_free()
+        for line in lines:
+            f = line.split()
+            if "->" in f:  # a waiter, not a holder
+                continue
+            if (len(f) >= 6 and f[1] == "FLOCK" and f[5].rsplit(":", 1)[-1] == str(ino)
+                    and f[4] == str(pid)):
+                return True
+        return False
 
     def is_free(self) -> bool:
         fd = self._open()
@@ -80,20 +122,23 @@ class Lock:
 class LockSession:
     """Take the lock for this command, or ride on a playbook's lock via its token."""
 
-    def __init__(self, cfg: dict, owner: str, token: str | None):
+    def __init__(self, cfg: dict, owner: str, token: str | None, wait: float = 0):
         self.lock = Lock(cfg["lock_file"])
         self.owner = owner
         self.token = token
+        self.wait = wait
+        # The token child processes of this run ride the lock with (SafetyBackup).
+        self.child_token = token
 
     def __enter__(self):
         if self.token:
             info = self.lock.holder()
-            if (info.get("token") != self.token or not pid_alive(info.get("pid"))
-                    or self.lock.is_free()):
+            if info.get("token") != self.token or not self.lock.held_by(info.get("pid")):
                 raise ToolError(f"lock token does not match the holder of {self.lock.path} "
                                 "(expired or released?)", EXIT_LOCKED)
         else:
-            self.lock.acquire(self.owner)
+            self.child_token = secrets.token_hex(16)
+            self.lock.acquire(self.owner, token=self.child_token, wait=self.wait)
         return self
 
     def __exit__(self, *exc):
@@ -128,8 +173,11 @@ def cmd_lock(cfg: dict, args) -> dict:
                 "holder": {k: v for k, v in lock.holder().items() if k != "token"}}
     if args.action == "release":
         info = lock.holder()
-        if info.get("token") != args.token:
+        if not args.token or info.get("token") != args.token:
             raise ToolError("lock token does not match the current holder", EXIT_LOCKED)
+        if not lock.held_by(info.get("pid")):
+            raise ToolError(f"pid {info.get('pid')} named in {lock.path} does not hold the "
+                            "lock: nothing signalled (the holder is gone)", EXIT_LOCKED)
         os.kill(int(info["pid"]), signal.SIGTERM)
         for _ in range(100):
             if lock.is_free():

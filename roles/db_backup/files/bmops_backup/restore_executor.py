@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 
+from . import dbprops, runstate
 from .archive import iter_tar
 from .catalogue import find_backup
 from .command_wrappers import copy_range, feeding, psql, run_in_db, sql_ident, sql_literal
@@ -43,21 +44,40 @@ def check_scratch_name(cfg: dict, name: str) -> None:
                         f"named {cfg['scratch_prefix']}_*", EXIT_USAGE)
 
 
+def live_props(cfg: dict) -> dict | None:
+    """The live database's own properties (None when there is no live database)."""
+    if runstate.db_oid(cfg, cfg["db_name"]) is None:
+        return None
+    return dbprops.read_props(cfg, cfg["db_name"])
+
+
 def restore_into(cfg: dict, entry: dict, target: str) -> dict:
-    """Create ``target`` afresh and load the backup into it; errors are fatal."""
+    """Create ``target`` afresh (owner, settings and ACL of the live database) and load
+    the backup into it; errors are fatal.  The PostgreSQL volume must have room for it."""
     check_scratch_name(cfg, target)
     started = time.time()
     sha256_only(entry)  # before anything is touched
+    need = (entry.get("manifest") or {}).get("db_size_bytes")
+    if not need:
+        need = int(psql(cfg, f"SELECT coalesce(max(pg_database_size(datname)), 0) FROM "
+                             f"pg_database WHERE datname = {sql_literal(cfg['db_name'])};",
+                        db="postgres")[0][0])
+    space = dbprops.check_pgdata_space(cfg, int(need), f"scratch database {target} "
+                                                       f"(restore of {entry['id']})")
+    props = live_props(cfg)
     psql(cfg, f"DROP DATABASE IF EXISTS {sql_ident(target)} WITH (FORCE);", db="postgres")
-    psql(cfg, f"CREATE DATABASE {sql_ident(target)};", db="postgres")
+    psql(cfg, dbprops.create_sql(target, props) if props else
+         f"CREATE DATABASE {sql_ident(target)};", db="postgres")
     if entry["format"] == "directory":
         restore_directory(cfg, entry, target)
     else:
         restore_stream(cfg, entry, target)
+    if props:
+        dbprops.copy_props(cfg, target, props)
     counts = compare_counts(cfg, entry, target)
     return {"ok": counts["match"], "id": entry["id"], "file": entry["file"],
             "database": target, "duration_seconds": round(time.time() - started, 3),
-            **counts}
+            "pgdata_space": space, "database_properties": props, **counts}
 
 
 def restore_directory(cfg: dict, entry: dict, target: str) -> None:
@@ -182,8 +202,15 @@ def drop_db(cfg: dict, name: str) -> None:
     psql(cfg, f"DROP DATABASE IF EXISTS {sql_ident(name)} WITH (FORCE);", db="postgres")
 
 
-def do_swap(cfg: dict, scratch: str, keep_old: int) -> dict:
-    """Rename live -> <prefix>_old_<ts>, scratch -> live, in one transaction."""
+def is_old_db(cfg: dict, name: str) -> bool:
+    return re.fullmatch(re.escape(cfg["scratch_prefix"]) + r"_old_\d{14}", name) is not None
+
+
+def do_swap(cfg: dict, scratch: str, keep_old: int, rollback: bool = False) -> dict:
+    """Rename live -> <prefix>_old_<ts>, scratch -> live, in one transaction.
+
+    ``scratch`` must be the database a restore verified (runstate), or, with
+    ``rollback``, a pre-restore database a swap kept (<prefix>_old_<ts>)."""
     check_scratch_name(cfg, scratch)
     live = cfg["db_name"]
     old = scratch_name(cfg, "old_" + dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S"))
@@ -191,10 +218,18 @@ def do_swap(cfg: dict, scratch: str, keep_old: int) -> dict:
                        f"{sql_literal(scratch)};", db="postgres")
     if exists[0][0] != "1":
         raise ToolError(f"scratch database {scratch} does not exist: nothing to swap in")
-    sql = f"""
+    if rollback:
+        if not is_old_db(cfg, scratch):
+            raise ToolError(f"--rollback only swaps back a kept pre-restore database "
+                            f"({cfg['scratch_prefix']}_old_*), not {scratch}", EXIT_USAGE)
+    else:
+        runstate.check_verified(cfg, scratch)
+    psql(cfg, f"""
 ALTER DATABASE {sql_ident(live)} ALLOW_CONNECTIONS false;
 SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
  WHERE datname IN ({sql_literal(live)}, {sql_literal(scratch)}) AND pid <> pg_backend_pid();
+""", db="postgres")
+    sql = f"""
 BEGIN;
 ALTER DATABASE {sql_ident(live)} RENAME TO {sql_ident(old)};
 ALTER DATABASE {sql_ident(scratch)} RENAME TO {sql_ident(live)};
@@ -203,10 +238,12 @@ ALTER DATABASE {sql_ident(live)} ALLOW_CONNECTIONS true;
 ALTER DATABASE {sql_ident(old)} ALLOW_CONNECTIONS true;
 """
     try:
+        runstate.checkpoint(cfg, "swap")
         psql(cfg, sql, db="postgres")
-    except ToolError:
+    except BaseException:
         psql(cfg, f"ALTER DATABASE {sql_ident(live)} ALLOW_CONNECTIONS true;", db="postgres")
         raise
+    runstate.forget_verified(cfg, scratch)
     dropped = prune_old_dbs(cfg, keep_old)
     return {"ok": True, "database": live, "old_database": old, "dropped_old": dropped}
 
@@ -272,39 +309,10 @@ def cmd_restore_test(cfg, args):
     return result
 
 
-def cmd_restore(cfg, args):
-    if args.safety_backup and not args.lock_token:
-        raise ToolError("--safety-backup needs the lock token of a held lock (run "
-                        "'lock acquire' first and pass BMOPS_LOCK_TOKEN)", EXIT_USAGE)
-    with LockSession(cfg, "restore", args.lock_token):
-        entry = find_backup(cfg, args.ref)
-        target = args.scratch or scratch_name(cfg, "restore")
-        safety = SafetyBackup(args.config, args.lock_token) if args.safety_backup else None
-        try:
-            try:
-                result = restore_into(cfg, entry, target)
-            finally:
-                safety_result = safety.result() if safety else None
-        except BaseException:
-            drop_db(cfg, target)
-            raise
-        failure = None
-        if not result["ok"]:
-            failure = f"restore of {entry['id']}: row counts differ"
-        if safety_result is not None:
-            result["safety_backup"] = safety_result
-            if not safety_result["ok"] and failure is None:
-                failure = f"safety backup of {cfg['db_name']} failed: {safety_result['error']}"
-        if failure:
-            drop_db(cfg, target)
-            raise fail_with(result, f"{failure}; scratch database dropped, "
-                                    "live database untouched")
-        return result
-
-
 def cmd_swap(cfg, args):
     with LockSession(cfg, "swap", args.lock_token):
-        return do_swap(cfg, args.scratch or scratch_name(cfg, "restore"), args.keep_old)
+        return do_swap(cfg, args.scratch or scratch_name(cfg, "restore"), args.keep_old,
+                       rollback=args.rollback)
 
 
 def cmd_drop_old(cfg, args):

@@ -114,4 +114,5 @@ def cmd_check(cfg, args):
     return {"ok": True, "id": entry["id"], "file": entry["file"], "path": entry["path"],
             "kind": entry["kind"], "format": entry["format"],
             "sha256": entry.get("sha256"), "size_bytes": entry["size_bytes"],
-            "created_utc": iso(entry["time"])}
+            "created_utc": iso(entry["time"]), "tag": entry.get("tag"),
+            "chosen": entry.get("chosen")}

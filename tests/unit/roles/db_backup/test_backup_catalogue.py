@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import gzip
+import time
 
 from backup_harness import run, write_backup
-from bmops_backup.catalogue import scan
+from bmops_backup.catalogue import find_backup, scan
+from bmops_backup.config import load_config
 
 
 def test_scan_classifies_every_file(tmp_path):
@@ -39,3 +41,18 @@ def test_legacy_is_listed_and_verifiable(env):
     assert rc == 0 and out["verified"][0]["kind"] == "legacy"
     rc, out, _ = run(env, "check")  # default: newest *verified*; legacy never chosen
     assert rc == 1 and "no verified backup" in out["error"]
+
+
+def test_default_is_the_newest_untagged_backup_safety_only_by_id(env):
+    assert run(env, "backup")[0] == 0
+    time.sleep(1.1)
+    rc, safety, _ = run(env, "backup", "--tag", "safety", "--no-prune")
+    assert rc == 0
+    cfg = load_config(str(env["cfg"]))
+    chosen = find_backup(cfg, None)
+    assert chosen["id"] != safety["id"] and chosen.get("tag") is None
+    assert "newest verified scheduled backup" in chosen["chosen"]
+    assert f"{safety['id']} (tag safety)" in chosen["chosen"]
+    assert find_backup(cfg, safety["id"])["id"] == safety["id"]
+    rc, out, _ = run(env, "check")
+    assert rc == 0 and out["id"] == chosen["id"] and "skipped" in out["chosen"]
