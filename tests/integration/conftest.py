@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "harness"))
@@ -31,6 +32,7 @@ STACK_HOST = os.environ.get("BMOPS_IT_HOST", "bmops-it-stack")
 NETWORK = "bmops-it"
 SMTP_NAME = f"{STACK_HOST}-smtp"
 KEEP = os.environ.get("BMOPS_KEEP") == "1"
+DEMO_VAULT = ROOT / "inventory" / "demo" / "group_vars" / "bm_app" / "vault.yml"
 
 
 def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -132,6 +134,26 @@ class Stack:
                     f"/health/ready not 200 after {timeout:.0f} s:\n"
                     + self.compose("ps", "-a", check=False).stdout)
             time.sleep(1)
+
+    def passwords(self) -> dict[str, str]:
+        """bm_db_password and bm_redis_password as the inventory gives them now."""
+        values = dict(yaml.safe_load(DEMO_VAULT.read_text(encoding="utf-8")))
+        override = self.inventory / "host_vars" / f"{self.host}.yml"
+        if override.exists():
+            values.update(yaml.safe_load(override.read_text(encoding="utf-8")) or {})
+        return {key: values[key] for key in ("bm_db_password", "bm_redis_password")}
+
+    def set_passwords(self, **passwords: str) -> None:
+        """Rotate in the inventory (the one source every later run reads): host_vars
+        of this host override the demo vault; no argument returns to the vault."""
+        host_vars = self.inventory / "host_vars"
+        host_vars.mkdir(exist_ok=True)
+        path = host_vars / f"{self.host}.yml"
+        if passwords:
+            path.write_text(yaml.safe_dump(passwords), encoding="utf-8")
+            path.chmod(0o600)
+        else:
+            path.unlink(missing_ok=True)
 
     def psql(self, sql: str) -> str:
         """Run SQL in the application database inside the db container."""
@@ -236,6 +258,8 @@ def smtp_sink(it_network) -> SmtpSink:
 # freshly converged, error-free stack first; the operations and backup tests
 # stop services and swap databases (and leave the stack healthy, but with
 # ERROR lines in its logs). Modules not listed keep their places, before these.
+# test_secrets_stack_rotation (a prefix match) runs after test_secrets_stack and
+# returns the passwords to the inventory's before it ends.
 STACK_ORDER = ["test_checks_stack", "test_secrets_stack", "test_operations",
                "test_backup_stack"]
 
