@@ -235,7 +235,7 @@ def smtp_sink(it_network) -> SmtpSink:
 # stop services and swap databases (and leave the stack healthy, but with
 # ERROR lines in its logs). Modules not listed keep their places, before these.
 STACK_ORDER = ["test_checks_stack", "test_secrets_stack", "test_operations",
-               "test_backup_stack"]
+               "test_backup_stack", "test_monitoring_stack"]
 
 
 def pytest_collection_modifyitems(session, config, items):
