@@ -754,7 +754,8 @@ def render(elapsed: float) -> str:
           "docker compose exec -T db psql`; `docker compose start …`; `/health/ready` "
           "polled once a second until 200.",
           "- Daily check: `bench/daily_module.yml` is the gathering task of "
-          "`playbooks/daily_check.yml` (one `bm_health_info` call, same arguments) without "
+          "`roles/health_check/tasks/gather_daily.yml` (one `bm_health_info` call, same "
+          "arguments) without "
           "the report phase; `bench/daily_plain.yml` does the same checks as plain tasks: "
           "uri x2, `docker exec psql` x2 (jobs, storage), `docker logs` x2, `docker exec -e "
           "REDISCLI_AUTH redis redis-cli ping`, `docker inspect`, and one set_fact counting "

@@ -1,15 +1,21 @@
 # SPDX-License-Identifier: Apache-2.0
 """Run a bmops procedure the way AWX does: through ansible-runner.
 
-    python -m bmops run daily_check -i inventory/demo
-    python -m bmops list
+    bmops list
+    bmops run daily_check -i inventory/production
+    bmops run daily_check -i hosts.yml --project-dir /srv/bmops
 
-Each procedure is a playbook under ``playbooks/``. The run uses the project
-directory as AWX does (so the root ``ansible.cfg`` applies), keeps the runner
-artifacts (events, stdout, ``set_stats`` data) under the artifact directory,
-prints one line per task result, then the summary that the playbook published
-with ``set_stats`` and where its report is. The exit code is the playbook's
-(0 ok, 2 a host failed, 4 a host unreachable, ...), which is what AWX shows.
+Each procedure is a playbook under the project's ``playbooks/``. The project
+is ``--project-dir``, else ``$BMOPS_PROJECT_DIR``, else the current directory
+when it holds ``ansible.cfg`` and ``playbooks/``, else the copy installed with
+the package (see :mod:`bmops.paths`). The run uses the project directory as
+AWX does (so its ``ansible.cfg`` applies), keeps the runner artifacts (events,
+stdout, ``set_stats`` data) under the artifact directory (``--artifacts``,
+``$BMOPS_ARTIFACTS``, else ``.cache/runner`` in a writable checkout, else
+``$XDG_CACHE_HOME/bmops/runner``), prints one line per task result, then the
+summary that the playbook published with ``set_stats`` and where its report
+is. The exit code is the playbook's (0 ok, 2 a host failed, 4 a host
+unreachable, ...), which is what AWX shows.
 """
 
 from __future__ import annotations
@@ -17,13 +23,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-PLAYBOOK_DIR = PROJECT_DIR / "playbooks"
-DEFAULT_ARTIFACTS = PROJECT_DIR / ".cache" / "runner"
+from bmops import paths
 
 # Events worth a line of progress, and how to name their outcome.
 _RESULT_EVENTS = {
@@ -32,11 +39,13 @@ _RESULT_EVENTS = {
     "runner_on_unreachable": "UNREACHABLE",
     "runner_on_skipped": "skipped",
 }
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def procedures() -> list[str]:
-    """Names of the procedures (playbooks) this project ships."""
-    return sorted(p.stem for p in PLAYBOOK_DIR.glob("*.yml"))
+def procedures(project: paths.Project | None = None) -> list[str]:
+    """Names of the procedures (playbooks) of PROJECT (default: the one
+    :func:`bmops.paths.find_project` picks)."""
+    return (project or paths.find_project()).procedures()
 
 
 def parse_extravars(pairs: list[str]) -> dict[str, Any]:
@@ -79,7 +88,12 @@ def progress_line(event: dict[str, Any]) -> str | None:
         res = data.get("res") or {}
         msg = res.get("msg") or res.get("stderr") or ""
         if msg and not res.get("_ansible_no_log"):
-            line += f"\n              {str(msg).strip().splitlines()[0][:300]}"
+            first = str(msg).strip().splitlines()[0]
+            # validate_argument_spec: "Validation of arguments failed:", then the errors
+            errors = res.get("argument_errors") or []
+            if errors and first.endswith(":"):
+                first += f" {errors[0]}"
+            line += f"\n              {first[:300]}"
     return line
 
 
@@ -117,19 +131,29 @@ def ensure_tools_on_path() -> None:
         os.environ["PATH"] = bindir + os.pathsep + path
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, project: paths.Project) -> int:
     import ansible_runner  # imported here so `list` and `--help` stay instant
 
-    if args.procedure not in procedures():
-        print(f"bmops: no procedure {args.procedure!r}; known: {', '.join(procedures())}",
-              file=sys.stderr)
+    known = project.procedures()
+    if args.procedure not in known:
+        print(f"bmops: no procedure {args.procedure!r} in {project.describe()}; "
+              f"known: {', '.join(known)}", file=sys.stderr)
         return 2
     extravars = parse_extravars(args.extra_vars or [])
     artifact_data: dict[str, Any] = {}
+    # ansible-playbook's own output (errors before any play: a syntax error, a
+    # role or module not found), shown only when the run fails before a task.
+    verbose: list[str] = []
+    results = 0
 
     def on_event(event: dict[str, Any]) -> bool:
+        nonlocal results
         if event.get("event") == "playbook_on_stats":
             artifact_data.update(event.get("event_data", {}).get("artifact_data") or {})
+        elif event.get("event") == "verbose" and len(verbose) < 200:
+            verbose.append(_ANSI.sub("", event.get("stdout") or ""))
+        elif event.get("event") in _RESULT_EVENTS:
+            results += 1
         line = progress_line(event)
         if line and not args.quiet:
             print(line, flush=True)
@@ -142,38 +166,63 @@ def run(args: argparse.Namespace) -> int:
         cmdline.append("--diff")
     if args.tags:
         cmdline += ["--tags", args.tags]
-    inventory = str(Path(args.inventory).resolve())
+    if args.syntax_check:
+        cmdline.append("--syntax-check")
+    inventory = str(Path(args.inventory or project.path / "inventory" / "demo").resolve())
     ensure_tools_on_path()
-    private = Path(args.artifacts).resolve()
-    private.mkdir(parents=True, exist_ok=True)
-    result = ansible_runner.run(
-        private_data_dir=str(private),
-        project_dir=str(PROJECT_DIR),
-        playbook=f"playbooks/{args.procedure}.yml",
-        inventory=inventory,
-        extravars=extravars,
-        limit=args.limit,
-        verbosity=args.verbose,
-        cmdline=" ".join(cmdline) or None,
-        envvars={"ANSIBLE_CONFIG": str(PROJECT_DIR / "ansible.cfg")},
-        quiet=True,
-        event_handler=on_event,
-        rotate_artifacts=20,
-    )
+    root = Path(args.artifacts or paths.default_artifacts(project)).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    if not args.quiet:
+        print(f"project: {project.describe()}", flush=True)
+    # ansible-runner writes -e, the environment and the command line options to
+    # env/ in its private data dir and, when such a file is already there, uses
+    # it: a shared one would carry one run's -e (restore_confirm=true), --check
+    # or ANSIBLE_CONFIG (another project's) into the next run. So each run gets
+    # a fresh private data dir, removed after (it holds the -e values); the
+    # artifacts stay under ROOT/artifacts/, the newest 20 kept.
+    private = Path(tempfile.mkdtemp(prefix="run-", dir=root))
+    try:
+        result = ansible_runner.run(
+            private_data_dir=str(private),
+            artifact_dir=str(root / "artifacts"),
+            project_dir=str(project.path),
+            playbook=f"playbooks/{args.procedure}.yml",
+            inventory=inventory,
+            extravars=extravars,
+            limit=args.limit,
+            verbosity=args.verbose,
+            cmdline=" ".join(cmdline) or None,
+            envvars={"ANSIBLE_CONFIG": str(project.ansible_cfg)},
+            quiet=True,
+            event_handler=on_event,
+            rotate_artifacts=20,
+        )
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+    if result.rc != 0 and not results:
+        print("\n".join(verbose).strip())
     for line in summary_lines(result.stats, artifact_data):
         print(line)
-    print(f"artifacts: {private / 'artifacts' / result.config.ident}")
+    print(f"artifacts: {result.config.artifact_dir}")
     print(f"status: {result.status} rc={result.rc}")
     return int(result.rc)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bmops", description=__doc__.splitlines()[0])
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--project-dir", metavar="DIR",
+        help=f"the Ansible project (ansible.cfg, playbooks/, roles/...); default "
+             f"${paths.PROJECT_ENV}, else the current directory if it is one, "
+             "else the copy installed with bmops")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="list the procedures")
-    runp = sub.add_parser("run", help="run a procedure through ansible-runner")
+    sub.add_parser("list", parents=[common], help="list the procedures")
+    runp = sub.add_parser("run", parents=[common],
+                          help="run a procedure through ansible-runner")
     runp.add_argument("procedure", help="playbook name without .yml, e.g. daily_check")
-    runp.add_argument("-i", "--inventory", default=str(PROJECT_DIR / "inventory" / "demo"))
+    runp.add_argument("-i", "--inventory",
+                      help="inventory file or directory (default: the project's inventory/demo)")
     runp.add_argument("-e", "--extra-vars", action="append", metavar="KEY=VALUE|@FILE")
     runp.add_argument("-l", "--limit")
     runp.add_argument("-t", "--tags")
@@ -181,14 +230,22 @@ def main(argv: list[str] | None = None) -> int:
     runp.add_argument("-D", "--diff", action="store_true")
     runp.add_argument("-v", "--verbose", action="count", default=0)
     runp.add_argument("-q", "--quiet", action="store_true", help="no per-task lines")
-    runp.add_argument("--artifacts", default=os.environ.get("BMOPS_ARTIFACTS",
-                                                            str(DEFAULT_ARTIFACTS)))
+    runp.add_argument("--syntax-check", action="store_true",
+                      help="only check the playbook (its roles and modules resolve); "
+                           "no host is contacted")
+    runp.add_argument(
+        "--artifacts", metavar="DIR",
+        help=f"where the runner artifacts go (artifacts/<run id>/ in it); default "
+             f"${paths.ARTIFACTS_ENV}, else "
+             ".cache/runner in a writable project checkout, else "
+             "$XDG_CACHE_HOME/bmops/runner (~/.cache/bmops/runner)")
     args = parser.parse_args(argv)
-    if args.command == "list":
-        print("\n".join(procedures()))
-        return 0
     try:
-        return run(args)
+        project = paths.find_project(args.project_dir)
+        if args.command == "list":
+            print("\n".join(project.procedures()))
+            return 0
+        return run(args, project)
     except ValueError as exc:
         print(f"bmops: {exc}", file=sys.stderr)
         return 2

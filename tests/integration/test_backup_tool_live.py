@@ -2,7 +2,10 @@
 """bmops-backup against a real PostgreSQL 15 container (image bmops/postgres:15).
 
 The tool's "run in the db container" prefix is pointed at ``docker exec -i <container>``
-instead of ``docker compose exec -T db``; everything else is what cron runs.
+instead of ``docker compose exec -T db``; everything else is what cron runs. The tool
+runs on this machine as the package it is (``python3 -m bmops_backup`` with
+roles/db_backup/files on PYTHONPATH), as root, reaching the container through
+/proc/<pid>/root.
 Containers are named ``bmops-backup-*`` and removed at the end.
 """
 
@@ -20,7 +23,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-TOOL = ROOT / "roles" / "db_backup" / "files" / "bmops-backup.py"
+FILES = ROOT / "roles" / "db_backup" / "files"
+TOOL = [sys.executable, "-P", "-m", "bmops_backup"]
 IMAGE = "bmops/postgres:15"
 SEED = """
 CREATE TABLE backup_jobs(id serial PRIMARY KEY, name text, status text,
@@ -117,11 +121,13 @@ def tool(pg, tmp_path):
         path.chmod(0o600)
 
     def run(*args, wait=True):
-        argv = [sys.executable, str(TOOL), "--config", str(path), *args]
+        argv = [*TOOL, "--config", str(path), *args]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [str(FILES), *filter(None, [os.environ.get("PYTHONPATH")])]))
         if not wait:
             return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    text=True)
-        res = subprocess.run(argv, capture_output=True, text=True, check=False)
+                                    text=True, env=env)
+        res = subprocess.run(argv, capture_output=True, text=True, check=False, env=env)
         return res.returncode, json.loads(res.stdout), res.stderr
 
     write()

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from bmops import cli
+from bmops import cli, paths
 
 
 @pytest.mark.parametrize(
@@ -71,6 +71,14 @@ def test_progress_line_failure_shows_first_line_of_message():
     assert line.splitlines()[1].strip() == "success rate 80 % < 95 %"
 
 
+def test_progress_line_failure_shows_the_first_argument_error():
+    res = {"msg": "Validation of arguments failed:\nvalue of x must be one of: A, B, got: C",
+           "argument_errors": ["value of x must be one of: A, B, got: C", "second"]}
+    line = cli.progress_line(_ev("runner_on_failed", host="h", task="t", res=res))
+    assert line.splitlines()[1].strip() == (
+        "Validation of arguments failed: value of x must be one of: A, B, got: C")
+
+
 def test_progress_line_failure_hides_no_log_message():
     line = cli.progress_line(_ev("runner_on_failed", host="h", task="t",
                                  res={"msg": "secret", "_ansible_no_log": True}))
@@ -92,7 +100,8 @@ def test_summary_lines_without_stats():
 
 
 def test_procedures_lists_playbooks():
-    assert cli.procedures() == sorted(p.stem for p in cli.PLAYBOOK_DIR.glob("*.yml"))
+    playbook_dir = paths.find_project().playbook_dir
+    assert cli.procedures() == sorted(p.stem for p in playbook_dir.glob("*.yml"))
 
 
 def test_unknown_procedure_exits_2(capsys):

@@ -9,28 +9,10 @@ import re
 import subprocess
 
 import pytest
-import yaml
 from helpers import ROOT
+from helpers.ansible_tree import role_uses_in
 
 DOC = (ROOT / "docs" / "architecture.md").read_text()
-ROLE_KEYS = ("ansible.builtin.include_role", "ansible.builtin.import_role",
-             "include_role", "import_role")
-
-
-def used_roles(node, out: set[str]) -> set[str]:
-    if isinstance(node, dict):
-        for key in ROLE_KEYS:
-            if isinstance(node.get(key), dict):
-                out.add(node[key]["name"])
-        roles = node.get("roles")
-        for entry in roles if isinstance(roles, list) else []:
-            out.add(entry["role"] if isinstance(entry, dict) else entry)
-        for value in node.values():
-            used_roles(value, out)
-    elif isinstance(node, list):
-        for value in node:
-            used_roles(value, out)
-    return out
 
 
 def table(heading: str) -> dict[str, set[str]]:
@@ -61,16 +43,14 @@ def test_every_playbook_and_role_is_on_the_map():
 
 @pytest.mark.parametrize("playbook", PLAYBOOKS)
 def test_the_map_names_the_roles_a_playbook_uses(playbook):
-    used = used_roles(yaml.safe_load((ROOT / playbook).read_text()), set())
+    used = {role for role, _ in role_uses_in(ROOT / playbook)}
     assert table("Playbooks")[playbook] == used, f"{playbook} uses {sorted(used) or 'no role'}"
 
 
 @pytest.mark.parametrize("role", ROLES)
 def test_the_map_names_the_roles_a_role_calls(role):
-    used: set[str] = set()
-    for path in (ROOT / "roles" / role / "tasks").glob("*.yml"):
-        used_roles(yaml.safe_load(path.read_text()), used)
-    used.discard(role)
+    used = {name for path in (ROOT / "roles" / role / "tasks").glob("*.yml")
+            for name, _ in role_uses_in(path)} - {role}
     assert table("Roles")[role] == used, f"role {role} calls {sorted(used) or 'no role'}"
 
 

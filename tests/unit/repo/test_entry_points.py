@@ -8,28 +8,10 @@ meta/argument_specs.yml and documents in its README.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import yaml
 from helpers import ROOT
-
-ROLE_KEYS = ("ansible.builtin.include_role", "ansible.builtin.import_role",
-             "include_role", "import_role")
-
-
-def calls(node, found):
-    if isinstance(node, dict):
-        for key in ROLE_KEYS:
-            args = node.get(key)
-            if isinstance(args, dict) and "tasks_from" in args:
-                found.append((args["name"], Path(str(args["tasks_from"])).stem))
-        for value in node.values():
-            calls(value, found)
-    elif isinstance(node, list):
-        for value in node:
-            calls(value, found)
-    return found
+from helpers.ansible_tree import role_uses_in
 
 
 def all_calls() -> list[tuple[str, str, str]]:
@@ -37,8 +19,9 @@ def all_calls() -> list[tuple[str, str, str]]:
     files = sorted((ROOT / "roles").glob("*/tasks/*.yml")) + sorted(
         (ROOT / "playbooks").glob("*.yml"))
     for path in files:
-        for role, entry in calls(yaml.safe_load(path.read_text()), []):
-            out.append((str(path.relative_to(ROOT)), role, entry))
+        for role, entry in role_uses_in(path):
+            if entry is not None:
+                out.append((str(path.relative_to(ROOT)), role, entry))
     return out
 
 

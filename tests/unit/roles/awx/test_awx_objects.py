@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The AWX objects of playbooks/vars/awx_objects.yml obey AWX's own rules.
+"""The AWX objects of roles/awx/defaults/main.yml obey AWX's own rules.
 
 AWX rejects, at API time, schedules whose rrule lacks DTSTART or INTERVAL,
 mixes COUNT with UNTIL, or uses SECONDLY; and survey specs that are not in its
@@ -18,7 +18,7 @@ from bm_awx import bm_awx_workflow_nodes
 from dateutil import rrule as dateutil_rrule
 from helpers import ROOT
 
-VARS_FILE = ROOT / "playbooks" / "vars" / "awx_objects.yml"
+VARS_FILE = ROOT / "roles" / "awx" / "defaults" / "main.yml"
 
 
 class _Loader(yaml.SafeLoader):

@@ -1,0 +1,97 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Retention: which backups to keep (a pure function) and the ``prune`` command."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from .catalogue import scan
+from .fs import fsync_dir
+from .infofile import manifest_path
+from .lockfile import LockSession
+from .utils import DAY, SKEW_TOLERANCE, log
+
+
+def choose_retained(backups, now, keep_days, keep_min, prune_legacy=False,
+                    partial_max_age=DAY):
+    """Decide which backups to keep.  Pure function, no I/O.
+
+    ``backups``: dicts with ``id``, ``kind`` (verified | legacy | unverified | partial)
+    and ``time`` (epoch seconds, UTC).  Returns a list of decisions
+    ``{"id", "kind", "action": "keep"|"delete", "reason", "future": bool}``, newest first.
+
+    Rules: only verified backups count; the newest ``keep_min`` verified ones (not
+    future-dated) are always kept; verified ones older than ``keep_days`` go; a
+    future-dated backup (clock skew) is kept and flagged; legacy dumps are never
+    counted and only deleted when ``prune_legacy`` and older than ``keep_days``;
+    unverified and partial leftovers go once older than ``partial_max_age``.
+    """
+    horizon = now - keep_days * DAY
+    ordered = sorted(backups, key=lambda b: (b["time"], b["id"]), reverse=True)
+    decisions = []
+    kept_recent = 0
+    for b in ordered:
+        future = b["time"] > now + SKEW_TOLERANCE
+        kind = b["kind"]
+        if future:
+            action, reason = "keep", "future-dated (clock skew?): kept, not counted"
+        elif kind == "verified":
+            if kept_recent < keep_min:
+                kept_recent += 1
+                action, reason = "keep", f"among newest {keep_min} verified"
+            elif b["time"] >= horizon:
+                action, reason = "keep", f"within {keep_days} days"
+            else:
+                action, reason = "delete", f"verified, older than {keep_days} days"
+        elif kind == "legacy":
+            if prune_legacy and b["time"] < horizon:
+                action, reason = "delete", f"legacy, older than {keep_days} days"
+            else:
+                action, reason = "keep", "legacy dump (never auto-deleted by default)"
+        elif kind in ("unverified", "partial"):
+            if b["time"] < now - partial_max_age:
+                action, reason = "delete", f"{kind} leftover older than a day"
+            else:
+                action, reason = "keep", f"{kind}, recent (may be a run in progress)"
+        else:
+            action, reason = "keep", f"unknown kind {kind!r}"
+        decisions.append({"id": b["id"], "kind": kind, "action": action,
+                          "reason": reason, "future": future})
+    return decisions
+
+
+def do_prune(cfg: dict, now: float, dry_run: bool = False) -> dict:
+    entries = scan(cfg["backup_dir"])
+    decisions = choose_retained(entries, now, cfg["keep_days"], cfg["keep_min"],
+                                cfg["prune_legacy"], cfg["partial_max_age_seconds"])
+    by_id = {}
+    for e in entries:
+        by_id.setdefault(e["id"], []).append(e)
+    deleted = []
+    for d in decisions:
+        if d["action"] != "delete":
+            continue
+        deleted.append(d["id"])
+        if dry_run:
+            continue
+        for e in by_id[d["id"]]:
+            if e["kind"] != d["kind"]:
+                continue
+            # Data file first, manifest last: a crash leaves an orphan manifest,
+            # which the next run removes, never a "verified" file without data.
+            if os.path.exists(e["path"]):
+                os.unlink(e["path"])
+            man = manifest_path(cfg["backup_dir"], e["id"])
+            if e["kind"] in ("verified", "unverified") and os.path.exists(man):
+                os.unlink(man)
+        log(f"prune: deleted {d['id']} ({d['reason']})")
+    if deleted and not dry_run:
+        fsync_dir(cfg["backup_dir"])
+    return {"deleted": deleted, "dry_run": dry_run, "decisions": decisions,
+            "future_dated": [d["id"] for d in decisions if d["future"]]}
+
+
+def cmd_prune(cfg, args):
+    with LockSession(cfg, "prune", args.lock_token):
+        return {"ok": True, **do_prune(cfg, time.time(), dry_run=args.dry_run)}

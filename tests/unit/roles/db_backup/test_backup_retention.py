@@ -1,0 +1,79 @@
+# SPDX-License-Identifier: Apache-2.0
+"""bmops_backup.retention: which backups to keep (a pure function tested with tables)
+and the ``prune`` command."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from backup_harness import DAY, NOW, files, run, write_backup
+from bmops_backup.retention import choose_retained
+
+
+def b(bid, age_days, kind="verified"):
+    return {"id": bid, "kind": kind, "time": NOW - age_days * DAY}
+
+
+def actions(decisions):
+    return {d["id"]: d["action"] for d in decisions}
+
+
+RETENTION_CASES = [
+    ("no backups", [], 30, 3, False, {}),
+    ("one very old verified is the only copy", [b("a", 400)], 30, 3, False, {"a": "keep"}),
+    ("keep_min protects old ones", [b("a", 40), b("b", 50), b("c", 60), b("d", 70)],
+     30, 3, False, {"a": "keep", "b": "keep", "c": "keep", "d": "delete"}),
+    ("keep_days window", [b(f"d{i}", i) for i in range(0, 40, 5)], 30, 3, False,
+     {f"d{i}": ("keep" if i <= 30 else "delete") for i in range(0, 40, 5)}),
+    ("keep_min 0 deletes everything old", [b("a", 31), b("b", 1)], 30, 0, False,
+     {"a": "delete", "b": "keep"}),
+    ("invalid ones never count toward keep_min",
+     [b("u1", 2, "unverified"), b("u2", 3, "unverified"), b("v1", 40), b("v2", 41)],
+     30, 2, False, {"u1": "delete", "u2": "delete", "v1": "keep", "v2": "keep"}),
+    ("all invalid: old leftovers go, recent ones stay",
+     [b("p", 0.5, "partial"), b("q", 2, "partial"), b("u", 5, "unverified")], 30, 3, False,
+     {"p": "keep", "q": "delete", "u": "delete"}),
+    ("clock skew: future-dated kept, not counted",
+     [b("future", -10), b("a", 40), b("b", 41), b("c", 42), b("d", 43)], 30, 3, False,
+     {"future": "keep", "a": "keep", "b": "keep", "c": "keep", "d": "delete"}),
+    ("legacy never counted, never auto-deleted by default",
+     [b("L", 400, "legacy"), b("a", 40), b("b", 41)], 30, 1, False,
+     {"L": "keep", "a": "keep", "b": "delete"}),
+    ("legacy deleted only with prune_legacy and older than keep_days",
+     [b("L1", 400, "legacy"), b("L2", 10, "legacy")], 30, 3, True,
+     {"L1": "delete", "L2": "keep"}),
+]
+
+
+@pytest.mark.parametrize("name,backups,keep_days,keep_min,prune_legacy,expected",
+                         RETENTION_CASES, ids=[c[0] for c in RETENTION_CASES])
+def test_choose_retained(name, backups, keep_days, keep_min, prune_legacy, expected):
+    decisions = choose_retained(backups, NOW, keep_days, keep_min, prune_legacy)
+    assert actions(decisions) == expected
+
+
+def test_future_dated_is_flagged_and_newest_first():
+    decisions = choose_retained([b("a", 1), b("f", -2)], NOW, 30, 3)
+    assert [d["id"] for d in decisions] == ["f", "a"]
+    assert decisions[0]["future"] and not decisions[1]["future"]
+
+
+def test_small_skew_is_tolerated():
+    decisions = choose_retained([{"id": "a", "kind": "verified", "time": NOW + 60}],
+                                NOW, 30, 1)
+    assert decisions[0]["future"] is False
+
+
+def test_prune_removes_old_partials_and_orphans_but_not_legacy(env):
+    d = env["dir"]
+    old = time.time() - 3 * DAY
+    write_backup(d, "20200101_000000", ext="sql.gz", manifest=False)
+    (d / "20200102_000000.sql.gz.partial").write_bytes(b"x")
+    (d / "20200103_000000.json").write_text("{}")
+    for p in d.iterdir():
+        os.utime(p, (old, old))
+    rc, _out, _ = run(env, "prune")
+    assert rc == 0
+    assert files(d) == ["20200101_000000.sql.gz"]
