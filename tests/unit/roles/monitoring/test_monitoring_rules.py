@@ -4,6 +4,8 @@ firing and quiet at the manual's edges (issue 23)."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 from monitoring_render import render, run, tool
@@ -207,3 +209,12 @@ def test_extra_rules_are_appended():
     extra = [{"alert": "SiteRule", "expr": "vector(1)", "labels": {"severity": "P4"}}]
     doc = yaml.safe_load(render("bmops.rules.yml.j2", monitoring_extra_rules=extra))
     assert doc["groups"][-1]["rules"] == extra
+
+
+def test_every_awx_template_named_by_an_alert_exists():
+    from monitoring_render import ROOT
+    text = (ROOT / "roles" / "awx" / "defaults" / "main.yml").read_text()
+    names = set(re.findall(r"^  - name: (bmops [^\n]+)$", text, re.M))
+    rules = yaml.safe_load(render("bmops.rules.yml.j2"))
+    named = {r["annotations"]["awx_template"] for g in rules["groups"] for r in g["rules"]}
+    assert named <= names, named - names
