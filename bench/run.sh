@@ -9,4 +9,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export ANSIBLE_CONFIG="$PWD/ansible.cfg"
 export PATH="$PWD/.venv/bin:$PATH"
-exec "$PWD/.venv/bin/python" bench/bench.py "$@"
+"$PWD/.venv/bin/python" bench/bench.py "$@"
+# monitoring: detection latency and idle cost (appends its section to BENCHMARKS.md)
+exec "$PWD/.venv/bin/python" bench/monitoring.py

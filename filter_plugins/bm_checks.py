@@ -463,6 +463,14 @@ def stats_summary(summaries):
                 report=reports[0] if len(reports) == 1 else None, hosts=hosts)
 
 
+def daily_limits(overrides=None):
+    """The daily check's thresholds: DAILY_DEFAULTS with bm_daily_thresholds applied.
+
+    One source for the daily check and the monitoring's alert rules (role monitoring).
+    """
+    return _thresholds(DAILY_DEFAULTS, overrides)
+
+
 class FilterModule:
     """bmops check filters."""
 
@@ -475,4 +483,5 @@ class FilterModule:
             'bm_certificate_checks': certificate_checks,
             'bm_apt_upgrades': apt_upgrades,
             'bm_stats_summary': stats_summary,
+            'bm_daily_limits': daily_limits,
         }

@@ -7,7 +7,8 @@
 # 2. deploy: playbooks/site.yml with inventory/demo (Docker Engine, the Compose
 #    stack from the image archives, nginx, verified backups on cron);
 # 3. run the daily check through ansible-runner, as AWX would (python -m bmops);
-# 4. show the report and copy it to ./reports/demo/.
+# 4. show the report and copy it to ./reports/demo/;
+# 5. say where Prometheus and Alertmanager answer (role monitoring).
 #
 # Needs the Docker engine and the images (`make images` does both).
 # The host name is the one inventory/demo/hosts.yml names.
@@ -41,6 +42,15 @@ say "reports copied to $(pwd)/reports/demo/ (open daily-latest.html in a browser
 say "the app: docker exec $name curl -s http://127.0.0.1:8000/health/ready"
 say "through nginx: docker exec $name curl -sk https://127.0.0.1/health/ready"
 say "run any procedure: .venv/bin/bmops list; .venv/bin/bmops run weekly_check"
+if docker exec "$name" curl -sf -o /dev/null --max-time 3 http://127.0.0.1:9090/-/ready; then
+  say "Prometheus answers on $name at 127.0.0.1:9090 (bound to 127.0.0.1: single-host layout):"
+  say "  docker exec $name curl -s 'http://127.0.0.1:9090/api/v1/alerts'"
+  say "  browse it: ssh -L or docker exec $name curl -s http://127.0.0.1:9090/api/v1/rules"
+  say "Alertmanager answers on $name at 127.0.0.1:9093:"
+  say "  docker exec $name curl -s http://127.0.0.1:9093/api/v2/alerts"
+  say "firing now: $(docker exec "$name" curl -s http://127.0.0.1:9090/api/v1/alerts \
+    | "$py" -c 'import json,sys; a=json.load(sys.stdin)["data"]["alerts"]; print(", ".join(sorted(x["labels"]["alertname"]+" "+x["labels"]["severity"] for x in a if x["state"]=="firing")) or "none")')"
+fi
 say "remove the demo host: $py tests/harness/hosts.py down $name"
 case $check_rc in
   0) say "daily check: every threshold within limits" ;;

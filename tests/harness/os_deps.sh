@@ -12,14 +12,30 @@ command -v zstd >/dev/null 2>&1 || need+=(zstd)
 command -v make >/dev/null 2>&1 || need+=(make)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 
-if ((${#need[@]} == 0)); then
-  exit 0
+if ((${#need[@]} > 0)); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "bmops: missing Debian packages: ${need[*]}; run 'make setup' as root or install them" >&2
+    exit 1
+  fi
+  echo "bmops: installing Debian packages: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-if [[ $(id -u) -ne 0 ]]; then
-  echo "bmops: missing Debian packages: ${need[*]}; run 'make setup' as root or install them" >&2
-  exit 1
+
+# promtool and amtool for the monitoring role's unit tests (rules, routing):
+# extracted from Debian's packages into the cache, never installed, so no
+# Prometheus or Alertmanager service starts on the controller.
+tools=${BMOPS_CACHE:-/var/cache/bmops}/tools
+if [[ ! -x $tools/bin/promtool || ! -x $tools/bin/amtool ]]; then
+  echo "bmops: extracting promtool and amtool into $tools/bin"
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+  (cd "$work" && { apt-get download prometheus prometheus-alertmanager >/dev/null 2>&1 \
+    || { apt-get update -qq && apt-get download prometheus prometheus-alertmanager >/dev/null; }; })
+  mkdir -p "$tools/bin"
+  for deb in "$work"/*.deb; do
+    dpkg-deb -x "$deb" "$work/root"
+  done
+  install -m 0755 "$work/root/usr/bin/promtool" "$work/root/usr/bin/amtool" "$tools/bin/"
 fi
-echo "bmops: installing Debian packages: ${need[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

@@ -110,7 +110,7 @@ def test_secrets_reach_services_as_files(host):
     assert "POSTGRES_PASSWORD_FILE=/run/secrets/db_password" in env["db"]
 
 
-@pytest.mark.parametrize("port", [5432, 8000])
+@pytest.mark.parametrize("port", [5432, 8000, 6379, 9090, 9093, 9100, 9115, 9121, 9187])
 def test_published_on_loopback_only(host, port):
     assert host.socket(f"tcp://127.0.0.1:{port}").is_listening
     assert not host.socket(f"tcp://0.0.0.0:{port}").is_listening
@@ -173,3 +173,20 @@ def test_db_runs_with_minimal_wal(host):
     # no replica, no WAL archive: restores skip WAL for the tables they create
     assert _psql(host, "SHOW wal_level") == "minimal"
     assert _psql(host, "SHOW max_wal_senders") == "0"
+
+
+@pytest.mark.parametrize("unit", [
+    "prometheus", "prometheus-alertmanager", "prometheus-node-exporter",
+    "prometheus-blackbox-exporter", "prometheus-postgres-exporter",
+    "prometheus-redis-exporter", "bmops-app-metrics.timer"])
+def test_monitoring_runs_beside_the_app(host, unit):
+    """Single-host layout (no bm_monitoring host): everything on 127.0.0.1."""
+    assert host.service(unit).is_running
+    assert host.service(unit).is_enabled
+
+
+def test_exporter_secrets_are_private(host):
+    for name in ("prometheus-postgres-exporter", "prometheus-redis-exporter"):
+        f = host.file(f"/etc/default/{name}")
+        assert f.mode == 0o600 and f.user == "root"
+    assert host.file("/etc/prometheus/alertmanager.yml").mode == 0o640

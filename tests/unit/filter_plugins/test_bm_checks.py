@@ -364,3 +364,14 @@ def test_filter_module_exposes_the_filters():
     names = set(bm_checks.FilterModule().filters())
     assert {"bm_evaluate_daily", "bm_evaluate_weekly", "bm_report_summary", "bm_prometheus",
             "bm_apt_upgrades"} <= names
+
+
+def test_daily_limits_are_the_defaults_with_the_overrides():
+    from bm_checks import DAILY_DEFAULTS, daily_limits
+
+    assert daily_limits() == DAILY_DEFAULTS
+    assert daily_limits({})["success_rate_min"] == 95
+    merged = daily_limits({"storage_used_max": 70, "cert_warn_days": None})
+    assert merged["storage_used_max"] == 70
+    assert merged["cert_warn_days"] == 30
+    assert DAILY_DEFAULTS["storage_used_max"] == 80  # the defaults are not changed

@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
+"""Monitoring benchmarks (issue 23): detection latency and idle cost, measured live.
+
+    .venv/bin/python bench/monitoring.py        # (bench/run.sh runs it after bench.py)
+
+Brings up an app host and a monitoring host (tests/harness/hosts.py) on one
+network with an SMTP sink, converges site.yml (two-host layout, the test
+inventory's short scrape/evaluation intervals; the manual's 1 minute `for` of
+the P1 rules stays), starts a webhook receiver, then measures:
+
+- detection latency: fault -> notification in the sink, for backend down (P1,
+  webhook), Redis down (P1, webhook) and a failed backup (P2, mail);
+- idle cost: RSS and CPU of Prometheus, Alertmanager, the four exporters and
+  bmops-app-metrics over BMOPS_BENCH_IDLE seconds (default 60), from /proc.
+
+Writes the machine-readable lines into BENCHMARKS.md (section "Monitoring"):
+detection_latency_p1_seconds, detection_latency_redis_seconds,
+detection_latency_backup_seconds, monitoring_idle_rss_mib, monitoring_idle_cpu_percent.
+
+Environment: BMOPS_BENCH_MON_APP (bmops-bench-mon), BMOPS_KEEP=1 keeps the hosts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "integration"))
+os.environ.setdefault("BMOPS_IT_HOST", os.environ.get("BMOPS_BENCH_MON_APP", "bmops-bench-mon"))
+
+import conftest as it  # noqa: E402
+import test_monitoring_stack as tm  # noqa: E402
+
+IDLE = int(os.environ.get("BMOPS_BENCH_IDLE", "60"))
+OUT = ROOT / "BENCHMARKS.md"
+PROCS = ("prometheus", "prometheus-alertmanager", "prometheus-node-exporter",
+         "prometheus-blackbox-exporter", "prometheus-postgres-exporter",
+         "prometheus-redis-exporter")
+
+
+def setup():
+    if it.docker("network", "inspect", it.NETWORK, check=False).returncode != 0:
+        it.docker("network", "create", it.NETWORK)
+    it.hosts.up(it.STACK_HOST, network=it.NETWORK)
+    it.hosts.up(tm.MON_HOST, network=it.NETWORK)
+    it.docker("rm", "-f", it.SMTP_NAME, check=False)
+    it.docker("run", "-d", "--name", it.SMTP_NAME, "--network", it.NETWORK,
+              "bmops/smtp-sink:latest")
+    time.sleep(3)
+    ip = it.docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                   it.SMTP_NAME).stdout.strip()
+    sink = it.SmtpSink(it.SMTP_NAME, ip)
+    work = Path(os.environ.get("BMOPS_BENCH_WORK", "/tmp/bmops-bench-mon"))
+    inv = work / "inventory"
+    inv.mkdir(parents=True, exist_ok=True)
+    (inv / "hosts.yml").write_text(tm.inventory_text(ip), encoding="utf-8")
+    if not (inv / "group_vars").exists():
+        (inv / "group_vars").symlink_to(ROOT / "inventory" / "demo" / "group_vars")
+    result = it.run_playbook("site", inv, work / f"site-{int(time.time())}")
+    if result.rc != 0:
+        raise SystemExit("site.yml did not converge:\n" + result.stdout[-3000:])
+    mon = tm.Mon(inv, work, sink)
+    it.docker("exec", "-d", tm.MON_HOST, "python3", "-c", tm.HOOK_SERVER)
+    stack = it.Stack(it.STACK_HOST, inv, work)
+    stack.wait_ready(240)
+    mon.wait("every target up", lambda: (r := mon.query("up")) and all(
+        x["value"][1] == "1" for x in r), 180)
+    return stack, mon, sink
+
+
+def fire(mon, alertname, fault, repair, via="webhook", status="firing"):
+    mon.clear()
+    start = time.monotonic()
+    fault()
+    try:
+        if via == "webhook":
+            mon.wait(alertname, lambda: tm.hooks_about(mon, alertname, status), 300)
+        else:
+            mon.wait(alertname, lambda: tm.mails_about(mon.sink, alertname, "FIRING"), 300)
+        return time.monotonic() - start
+    finally:
+        repair()
+
+
+def proc_stats(host):
+    """{name: (rss_kib, cpu_ticks)} of the monitoring processes on HOST."""
+    out = it.docker("exec", host, "sh", "-c",
+                    "for p in /proc/[0-9]*; do c=$(cat $p/comm 2>/dev/null) || continue; "
+                    "case $c in prometheus*|bmops-app-metri*) "
+                    "echo \"$c $(awk '/VmRSS/{print $2}' $p/status) "
+                    "$(cut -d' ' -f14,15 $p/stat)\";; esac; done", check=False).stdout
+    stats = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 4:
+            name, rss, ut, st = parts[0], int(parts[1] or 0), int(parts[2]), int(parts[3])
+            old = stats.get(name, (0, 0))
+            stats[name] = (old[0] + rss, old[1] + ut + st)
+    return stats
+
+
+def idle_cost(stack):
+    hz = 100
+    before = {h: proc_stats(h) for h in (stack.host, tm.MON_HOST)}
+    time.sleep(IDLE)
+    after = {h: proc_stats(h) for h in (stack.host, tm.MON_HOST)}
+    rss = sum(v[0] for h in after for v in after[h].values()) / 1024
+    ticks = sum(after[h][n][1] - before[h].get(n, (0, 0))[1] for h in after for n in after[h])
+    cpu = 100.0 * ticks / hz / IDLE
+    detail = {f"{h}:{n}": round(v[0] / 1024, 1) for h in after for n, v in after[h].items()}
+    return rss, cpu, detail
+
+
+def write(results, detail):
+    text = OUT.read_text(encoding="utf-8") if OUT.exists() else "# bmops benchmarks\n"
+    text = re.sub(r"\n## Monitoring\n.*?(?=\n## |\Z)", "", text, flags=re.S)
+    lines = [f"{k}: {v}" for k, v in results.items()]
+    goals = [
+        ("P1 detection (backend down) <= 120 s", results["detection_latency_p1_seconds"], 120),
+        ("idle RSS <= 300 MiB", results["monitoring_idle_rss_mib"], 300),
+        ("idle CPU <= 2 % of one core", results["monitoring_idle_cpu_percent"], 2),
+    ]
+    section = ["", "## Monitoring", "",
+               f"Written by `bench/monitoring.py` on {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC "
+               "(two hosts: app + monitoring; scrape and evaluation every 5 s, Alertmanager "
+               "group_wait 2 s for P1, the P1 rules' `for: 1m` as in production). "
+               "Latency = fault injected -> notification stored by the sink (webhook for P1, "
+               "mail for the backup). Idle cost summed over both hosts, from /proc "
+               f"({IDLE} s window).", "", *lines, "",
+               "| goal | measured | |", "|---|---|---|",
+               *[f"| {g} | {v} | {'met' if v <= lim else 'NOT met'} |" for g, v, lim in goals],
+               "", "RSS per process (MiB): " + ", ".join(f"{k} {v}" for k, v in
+                                                         sorted(detail.items())), ""]
+    OUT.write_text(text.rstrip("\n") + "\n" + "\n".join(section), encoding="utf-8")
+
+
+def main():
+    stack, mon, _sink = setup()
+    try:
+        rss, cpu, detail = idle_cost(stack)
+        p1 = fire(mon, "BmReadyNotOK", lambda: stack.compose("stop", "backend"),
+                  lambda: (stack.compose("start", "backend"), stack.wait_ready()))
+        redis = fire(mon, "BmRedisDown", lambda: stack.compose("stop", "redis"),
+                     lambda: (stack.compose("start", "redis"), stack.wait_ready()))
+
+        def failed_backup():
+            stack.compose("stop", "db")
+            it.docker("exec", stack.host, "/usr/local/sbin/bmops-backup", "backup", check=False)
+            stack.compose("start", "db")
+
+        backup = fire(mon, "BmBackupFailed", failed_backup,
+                      lambda: (stack.wait_ready(), it.docker(
+                          "exec", stack.host, "/usr/local/sbin/bmops-backup", "backup",
+                          check=False)),
+                      via="mail")
+        results = {"detection_latency_p1_seconds": round(p1),
+                   "detection_latency_redis_seconds": round(redis),
+                   "detection_latency_backup_seconds": round(backup),
+                   "monitoring_idle_rss_mib": round(rss),
+                   "monitoring_idle_cpu_percent": round(cpu, 2)}
+        write(results, detail)
+        for k, v in results.items():
+            print(f"{k}: {v}")
+    finally:
+        if os.environ.get("BMOPS_KEEP") != "1":
+            for h in (tm.MON_HOST, it.STACK_HOST):
+                it.hosts.down(h)
+            it.docker("rm", "-f", it.SMTP_NAME, check=False)
+
+
+if __name__ == "__main__":
+    main()

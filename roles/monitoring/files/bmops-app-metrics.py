@@ -1,0 +1,259 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
+"""bmops-app-metrics: the daily check's application facts as a Prometheus textfile.
+
+Run by the systemd timer bmops-app-metrics.timer (role monitoring) every minute
+or so; writes <textfile_dir>/bmops_app.prom atomically for node_exporter's
+textfile collector. The same queries as the daily check (bm_health_info):
+job success rate and failed jobs in the window, storage targets and file
+systems, ERROR log lines of the log services, and the state and restart count
+of every container of the Compose project. Stdlib only; the database is read
+with psql inside the db container (no password on any command line).
+
+    bmops-app-metrics --config /etc/bmops/app-metrics.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+# Kept equal to plugins/module_utils/bm_health.py (a unit test compares them),
+# with the psycopg parameters written as psql variables.
+JOBS_SUMMARY_SQL = """
+SELECT count(*) AS total,
+       count(*) FILTER (WHERE status = 'success') AS succeeded,
+       count(*) FILTER (WHERE status = 'failed') AS failed
+  FROM backup_jobs
+ WHERE status IN ('success', 'failed')
+   AND finished_at >= now() - make_interval(hours => %(window_hours)s)
+"""
+
+STORAGE_SQL = """
+SELECT name, path, capacity_bytes, used_bytes
+  FROM storage_targets
+ ORDER BY name
+"""
+
+PROJECT_LABEL = 'com.docker.compose.project'
+SERVICE_LABEL = 'com.docker.compose.service'
+
+_JSON_LEVEL_KEYS = ('level', 'levelname', 'severity', 'log.level')
+_LEVEL_RE = re.compile(r'\b(CRITICAL|FATAL|ERROR|WARNING|WARN)\b')
+_LEVEL_KV_RE = re.compile(r'\blevel(?:name)?[=:]\s*"?(\w+)', re.IGNORECASE)
+_LEVEL_MAP = {'critical': 'error', 'fatal': 'error', 'error': 'error', 'err': 'error',
+              'warning': 'warning', 'warn': 'warning'}
+
+
+def line_level(line):
+    """'error', 'warning' or None for one log line (as bm_health.line_level)."""
+    text = line.strip()
+    if text.startswith('{'):
+        try:
+            record = json.loads(text)
+        except ValueError:
+            record = None
+        if isinstance(record, dict):
+            for key in _JSON_LEVEL_KEYS:
+                value = record.get(key)
+                if isinstance(value, str):
+                    return _LEVEL_MAP.get(value.strip().lower())
+            return None
+    match = _LEVEL_KV_RE.search(text)
+    if match:
+        return _LEVEL_MAP.get(match.group(1).lower())
+    match = _LEVEL_RE.search(text)
+    if match:
+        return _LEVEL_MAP[match.group(1).lower()]
+    return None
+
+
+def percent(part, whole, digits=2):
+    if part is None or not whole:
+        return None
+    return round(100.0 * float(part) / float(whole), digits)
+
+
+def docker(*args, timeout=60):
+    proc = subprocess.run(['docker', *args], capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f'docker {args[0]} failed: {proc.stderr.strip()[:200]}')
+    return proc.stdout
+
+
+def containers(project):
+    ids = docker('ps', '-aq', '--filter', f'label={PROJECT_LABEL}={project}').split()
+    if not ids:
+        return []
+    out = []
+    for attrs in json.loads(docker('inspect', *ids)):
+        state = attrs.get('State') or {}
+        labels = (attrs.get('Config') or {}).get('Labels') or {}
+        health = (state.get('Health') or {}).get('Status')
+        out.append(dict(id=attrs['Id'], service=labels.get(SERVICE_LABEL, ''),
+                        running=bool(state.get('Running')), health=health,
+                        restarts=int(attrs.get('RestartCount') or 0)))
+    return out
+
+
+def psql(db_container, user, dbname, sql):
+    """Rows of SQL (fields split on '|') through psql inside the db container."""
+    proc = subprocess.run(
+        ['docker', 'exec', '-i', db_container, 'psql', '-X', '-U', user, '-d', dbname,
+         '-AtqF', '|', '-v', 'ON_ERROR_STOP=1'],
+        input=sql, capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        raise RuntimeError(f'psql failed: {proc.stderr.strip()[:200]}')
+    return [line.split('|') for line in proc.stdout.splitlines() if line]
+
+
+def esc(value):
+    return str(value).replace('\\', '\\\\').replace('"', '\\"').replace('\n', ' ')
+
+
+class Out:
+    def __init__(self):
+        self.lines = []
+        self.seen = set()
+
+    def add(self, name, value, help_text, labels=None):
+        if name not in self.seen:
+            self.seen.add(name)
+            self.lines.append(f'# HELP {name} {help_text}')
+            self.lines.append(f'# TYPE {name} gauge')
+        lab = ''
+        if labels:
+            lab = '{' + ','.join(f'{k}="{esc(v)}"' for k, v in sorted(labels.items())) + '}'
+        self.lines.append(f'{name}{lab} {value}')
+
+    def text(self):
+        return '\n'.join(self.lines) + '\n'
+
+
+def collect(cfg, now=None):
+    """Gather every section; a failing section is reported, never fatal."""
+    out = Out()
+    window = int(cfg.get('window_hours', 24))
+    errors = {}
+    try:
+        items = containers(cfg['project'])
+    except (RuntimeError, OSError, subprocess.SubprocessError, ValueError) as exc:
+        items, errors['containers'] = [], str(exc)
+    by_service = {}
+    for item in items:
+        by_service.setdefault(item['service'], item)
+    for service in cfg.get('services', []):
+        item = by_service.get(service)
+        up = 1 if item and item['running'] and item['health'] in (None, 'healthy',
+                                                                  'starting') else 0
+        out.add('bmops_container_up', up,
+                'Container of the service running and not unhealthy (1) or not (0).',
+                dict(service=service))
+        out.add('bmops_container_restart_count', item['restarts'] if item else 0,
+                'Restarts of the service container since it was created.',
+                dict(service=service))
+
+    db = by_service.get(cfg.get('db_service', 'db'))
+    if db and db['running']:
+        try:
+            sql = JOBS_SUMMARY_SQL % dict(window_hours=window)
+            total, succeeded, failed = (int(v or 0) for v in
+                                        psql(db['id'], cfg['db_user'], cfg['db_name'], sql)[0])
+            labels = dict(window_hours=window)
+            out.add('bmops_app_jobs_finished', total,
+                    'Backup jobs finished in the window (success or failed).', labels)
+            out.add('bmops_app_jobs_failed', failed, 'Failed backup jobs in the window.',
+                    labels)
+            rate = percent(succeeded, total)
+            if rate is not None:
+                out.add('bmops_app_job_success_rate_percent', rate,
+                        'Job success rate in the window, percent (absent without jobs).',
+                        labels)
+        except (RuntimeError, OSError, subprocess.SubprocessError, ValueError,
+                IndexError) as exc:
+            errors['jobs'] = str(exc)
+        try:
+            for name, path, capacity, used in psql(db['id'], cfg['db_user'], cfg['db_name'],
+                                                   STORAGE_SQL):
+                value = percent(int(used or 0), int(capacity or 0))
+                if value is not None:
+                    out.add('bmops_app_storage_used_percent', value,
+                            'Storage used, percent (targets and file systems).',
+                            dict(kind='target', name=name or path))
+        except (RuntimeError, OSError, subprocess.SubprocessError, ValueError) as exc:
+            errors['storage'] = str(exc)
+    else:
+        errors['jobs'] = errors['storage'] = 'the db container is not running'
+
+    for path in cfg.get('paths', []):
+        try:
+            st = os.statvfs(path)
+        except OSError as exc:
+            errors['filesystems'] = str(exc)
+            continue
+        used = (st.f_blocks - st.f_bfree) * st.f_frsize
+        free = st.f_bavail * st.f_frsize
+        value = percent(used, used + free)
+        if value is not None:
+            out.add('bmops_app_storage_used_percent', value,
+                    'Storage used, percent (targets and file systems).',
+                    dict(kind='filesystem', name=path))
+
+    for service in cfg.get('log_services', []):
+        item = by_service.get(service)
+        if not item:
+            continue
+        try:
+            proc = subprocess.run(['docker', 'logs', '--since', f'{window}h', item['id']],
+                                  capture_output=True, text=True, timeout=120)
+            lines = (proc.stdout + proc.stderr).splitlines()
+            count = sum(1 for line in lines if line.strip() and line_level(line) == 'error')
+            out.add('bmops_app_error_log_lines', count,
+                    'ERROR log lines of the service in the window.',
+                    dict(service=service, window_hours=window))
+        except (OSError, subprocess.SubprocessError) as exc:
+            errors['logs'] = str(exc)
+
+    for section in ('containers', 'jobs', 'storage', 'filesystems', 'logs'):
+        out.add('bmops_app_metrics_error', 1 if section in errors else 0,
+                'A section of bmops-app-metrics could not be measured (1).',
+                dict(section=section))
+    out.add('bmops_app_metrics_timestamp_seconds', f'{now or time.time():.0f}',
+            'When bmops-app-metrics last ran.')
+    return out.text(), errors
+
+
+def write_atomic(directory, name, text):
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{name}.', dir=directory)
+    with os.fdopen(fd, 'w') as fh:
+        fh.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, os.path.join(directory, name))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--config', default='/etc/bmops/app-metrics.json')
+    parser.add_argument('--stdout', action='store_true', help='print instead of writing')
+    args = parser.parse_args(argv)
+    with open(args.config, encoding='utf-8') as fh:
+        cfg = json.load(fh)
+    text, errors = collect(cfg)
+    if args.stdout:
+        sys.stdout.write(text)
+    else:
+        write_atomic(cfg['textfile_dir'], 'bmops_app.prom', text)
+    for section, error in sorted(errors.items()):
+        print(f'bmops-app-metrics: {section}: {error}', file=sys.stderr)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
