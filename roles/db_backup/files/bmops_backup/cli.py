@@ -15,6 +15,7 @@ from .config import DEFAULT_CONFIG, load_config
 from .exceptions import EXIT_FAIL, EXIT_OK, EXIT_USAGE, ToolError
 from .fs import write_atomic
 from .lockfile import cmd_lock
+from .metrics import cmd_status
 from .recover import cmd_recover
 from .restore_executor import cmd_drop_old, cmd_restore_test, cmd_swap
 from .restore_run import cmd_restore
@@ -39,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--tag", help="label stored in the manifest (e.g. safety)")
     b.add_argument("--format", choices=["directory", "custom", "sql_gz"])
     b.add_argument("--no-prune", action="store_true")
+    b.add_argument("--scheduled", action="store_true",
+                   help="the cron job's run: its outcome is also the last scheduled run's")
     b.add_argument("--wait", type=int, default=0, metavar="SECONDS",
                    help="when another run holds the host lock, wait up to this long")
     b.set_defaults(func=cmd_backup)
@@ -49,11 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="checksum-only check of one backup")
     c.add_argument("ref", nargs="?")
     c.set_defaults(func=cmd_check)
+    st = sub.add_parser("status", help="newest verified backup, last (scheduled) run outcome")
+    st.set_defaults(func=cmd_status)
     ls = sub.add_parser("list", help="verified and legacy backups as JSON")
     ls.add_argument("--all", action="store_true", help="include partial/unverified")
     ls.set_defaults(func=cmd_list)
     pr = with_token(sub.add_parser("prune", help="apply retention only"))
     pr.add_argument("--dry-run", action="store_true")
+    pr.add_argument("--delete-unverified", action="store_true",
+                    help="also delete data files without a valid manifest (kept by default)")
     pr.set_defaults(func=cmd_prune)
     rt = with_token(sub.add_parser("restore-test", help="restore into scratch, compare, drop"))
     rt.add_argument("ref", nargs="?")
