@@ -113,6 +113,7 @@ def tool(pg, tmp_path):
     cfg = {"exec_prefix": ["docker", "exec", "-i", pg.name], "container": pg.name,
            "backup_dir": str(bdir),
            "lock_file": str(tmp_path / "lock"), "textfile_dir": str(tmp_path),
+           "state_dir": str(tmp_path / "state"),
            "min_free_bytes": 0, "keep_days": 30, "keep_min": 3}
     path = tmp_path / "backup.json"
 

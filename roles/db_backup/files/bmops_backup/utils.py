@@ -15,7 +15,9 @@ SKEW_TOLERANCE = 300
 
 
 def log(msg: str) -> None:
-    print(f"bmops-backup: {msg}", file=sys.stderr, flush=True)
+    """One line on stderr (cron appends it to the backup log), UTC timestamp first."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    print(f"{stamp} bmops-backup: {msg}", file=sys.stderr, flush=True)
 
 
 def iso(ts: float) -> str:

@@ -37,6 +37,10 @@ FAKEDB = textwrap.dedent('''\
         out.write("COPY public.t (a) FROM stdin;\\n")
         for i in range(int(os.environ.get("FAKE_ROWS", "500"))):
             out.write(f"row {i}\\n")
+            if mode == "hang" and i == 100:
+                out.flush()
+                import time
+                time.sleep(60)
             if mode == "fail" and i == 100:
                 out.flush()
                 sys.stderr.write("pg_dump: error: connection lost\\n")
@@ -60,7 +64,8 @@ def env(tmp_path, monkeypatch):
     prom.mkdir()
     cfg = {"exec_prefix": [sys.executable, str(fake)], "container_password_env": "",
            "backup_dir": str(bdir), "lock_file": str(tmp_path / "lock"),
-           "textfile_dir": str(prom), "format": "sql_gz", "min_free_bytes": 0,
+           "textfile_dir": str(prom), "state_dir": str(tmp_path / "state"),
+           "format": "sql_gz", "min_free_bytes": 0,
            "keep_days": 30, "keep_min": 2}
     path = tmp_path / "backup.json"
     path.write_text(json.dumps(cfg))
