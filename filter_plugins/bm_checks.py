@@ -31,6 +31,9 @@ DAILY_DEFAULTS = dict(
     containers_status='breach',   # a project container not running, or unhealthy
     cert_warn_days=30,
     cert_urgent_days=7,
+    backup_age_max_hours=26,      # newest verified bmops-backup, ok when <=
+    backup_run_status='breach',   # the last scheduled (cron) backup run failed
+    backup_unmeasured_status='warn',  # bmops-backup not installed, or no run yet
 )
 
 WEEKLY_DEFAULTS = dict(
@@ -146,8 +149,55 @@ def certificate_checks(certificates, warn_days=30, urgent_days=7):
 
 
 # ------------------------------------------------------------------ daily
-def evaluate_daily(facts, thresholds=None, certificates=None):
-    """bm_health_info result (+ certificates) → list of checks (manual section 1.1)."""
+def backup_checks(backup, t):
+    """``bmops-backup status`` → the newest verified backup's age, the last scheduled run.
+
+    No backup and no scheduled run yet (a new host) warns; no verified backup after a
+    scheduled run, a backup older than the limit, or a failed scheduled run breaches.
+    """
+    if backup is None:
+        return []
+    age_label, run_label = 'newest verified backup age', 'last scheduled backup run'
+    limit = t['backup_age_max_hours']
+    if backup.get('error'):
+        return [_unmeasured('backup_newest_age_hours', age_label, limit, '<=', 'h',
+                            backup['error'], status=t['backup_unmeasured_status']),
+                _unmeasured('backup_last_scheduled_run', run_label, 1, '==', '',
+                            backup['error'], status=t['backup_unmeasured_status'])]
+    newest, run = backup.get('newest_verified'), backup.get('last_scheduled_run')
+    checks = []
+    if newest:
+        check = make_check('backup_newest_age_hours', age_label,
+                           round(newest['age_seconds'] / 3600.0, 2), limit, '<=', 'h')
+        check['message'] += ' ({}, {})'.format(newest.get('id'), newest.get('created_utc'))
+        checks.append(check)
+    else:
+        status = 'breach' if run else t['backup_unmeasured_status']
+        checks.append(make_check(
+            'backup_newest_age_hours', age_label, None, limit, '<=', 'h', status=status,
+            message='no verified backup (limit <= {} h){}'.format(
+                limit, '' if run else ': no scheduled backup run has happened yet')))
+    if run is None:
+        checks.append(make_check(
+            'backup_last_scheduled_run', run_label, None, 1, '==',
+            status=t['backup_unmeasured_status'],
+            message='no scheduled backup run recorded yet (the cron job runs '
+                    'bmops-backup backup --scheduled)'))
+    else:
+        ok = bool(run.get('ok'))
+        when = run.get('finished_utc', 'time unknown')
+        checks.append(make_check(
+            'backup_last_scheduled_run', run_label, 1 if ok else 0, 1, '==',
+            fail_status=t['backup_run_status'],
+            message=f'last scheduled backup run ({when}) succeeded' if ok else
+            'last scheduled backup run ({}) failed (limit: success): {}'.format(
+                when, run.get('error') or 'no error recorded')))
+    return checks
+
+
+def evaluate_daily(facts, thresholds=None, certificates=None, backup=None):
+    """bm_health_info result (+ certificates, + bmops-backup status) → list of checks
+    (manual section 1.1)."""
     t = _thresholds(DAILY_DEFAULTS, thresholds)
     checks = []
 
@@ -251,6 +301,7 @@ def evaluate_daily(facts, thresholds=None, certificates=None):
                                      message='container ' + desc + (
                                          '' if up else ' (expected: running and healthy)')))
 
+    checks.extend(backup_checks(backup, t))
     checks.extend(certificate_checks(certificates, t['cert_warn_days'], t['cert_urgent_days']))
     return checks
 

@@ -713,6 +713,11 @@ def test_cron_entry_really_runs_the_tool(bk):
     assert f"backup {cur['id']}: verified" in bk.sh("cat /var/log/bmops/backup.log").stdout
     # a run the cron may have started in the last minute finishes before we leave
     wait_lock_free(bk)
+    # the cron job's runs are the scheduled ones the daily check reads back
+    status = json.loads(bk.sh(f"{TOOL} --config /etc/bmops/backup.json status").stdout)
+    assert status["last_scheduled_run"]["ok"] is True, status
+    assert status["last_scheduled_run"]["id"] >= cur["id"]
+    assert status["newest_verified"]["age_seconds"] < 600
     assert not [n for n in backup_files(bk) if n.endswith(".partial")]
 
 

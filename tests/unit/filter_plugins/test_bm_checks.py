@@ -375,3 +375,53 @@ def test_daily_limits_are_the_defaults_with_the_overrides():
     assert merged["storage_used_max"] == 70
     assert merged["cert_warn_days"] == 30
     assert DAILY_DEFAULTS["storage_used_max"] == 80  # the defaults are not changed
+
+
+# ------------------------------------------------------------------ backups (issue 21 item 5)
+def _status(age_hours=None, run_ok=None, error=None):
+    if error:
+        return {"error": error}
+    return {"newest_verified": None if age_hours is None else {
+                "id": "20261201_020000", "created_utc": "2026-12-01T02:00:00Z",
+                "age_seconds": int(age_hours * 3600)},
+            "last_scheduled_run": None if run_ok is None else {
+                "ok": run_ok, "finished_utc": "2026-12-01T02:01:00Z",
+                "error": None if run_ok else "backup failed during dump (...): disk full"}}
+
+
+BACKUP_CASES = [
+    # (name, status, expected statuses of (age, last scheduled run))
+    ("fresh backup, run ok", _status(2, True), ("ok", "ok")),
+    ("at the limit", _status(26, True), ("ok", "ok")),
+    ("just over the limit", _status(26.01, True), ("breach", "ok")),
+    ("scheduled run failed", _status(3, False), ("ok", "breach")),
+    ("new host: no backup, no run yet", _status(), ("warn", "warn")),
+    ("run happened, no verified backup", _status(None, False), ("breach", "breach")),
+    ("manual backup only, no scheduled run", _status(1), ("ok", "warn")),
+    ("tool not installed", _status(error="/usr/local/sbin/bmops-backup is not installed"),
+     ("warn", "warn")),
+]
+
+
+@pytest.mark.parametrize("name,status,expected", BACKUP_CASES,
+                         ids=[c[0] for c in BACKUP_CASES])
+def test_backup_checks(name, status, expected):
+    checks = {c["metric"]: c for c in bm_checks.evaluate_daily(healthy_facts(), backup=status)}
+    got = (checks["backup_newest_age_hours"]["status"],
+           checks["backup_last_scheduled_run"]["status"])
+    assert got == expected
+    if got[1] == "breach" and status.get("last_scheduled_run"):
+        assert "disk full" in checks["backup_last_scheduled_run"]["message"]
+
+
+def test_backup_age_limit_is_a_threshold():
+    checks = bm_checks.evaluate_daily(healthy_facts(), {"backup_age_max_hours": 50},
+                                      backup=_status(40, True))
+    age = next(c for c in checks if c["metric"] == "backup_newest_age_hours")
+    assert age["status"] == "ok" and age["limit"] == 50
+    assert "20261201_020000" in age["message"]
+
+
+def test_no_backup_status_adds_no_check():
+    metrics = {c["metric"] for c in bm_checks.evaluate_daily(healthy_facts())}
+    assert not {"backup_newest_age_hours", "backup_last_scheduled_run"} & metrics

@@ -55,7 +55,7 @@ DEFAULTS = {
     "scratch_prefix": "bmops_scratch",
     "textfile_dir": "/var/lib/prometheus/node-exporter",
     # The outcome of the last run and of the last scheduled run (root-only, 0700).
-    "state_dir": "/var/lib/bmops",
+    "state_dir": "/var/lib/bmops/backup-state",
 }
 
 
