@@ -62,18 +62,27 @@ _OPS = {
 }
 
 
-def _fmt(value):
+def _fmt(value, limit=None):
+    """Display a value: floats with 1 or 2 decimals, more when fewer would show a value
+    that differs from ``limit`` as equal to it (94.995 against 95). Display only: every
+    comparison uses the unrounded value."""
     if isinstance(value, bool):
         return 'yes' if value else 'no'
     if isinstance(value, float):
-        return f'{value:.1f}' if round(value, 1) == value else f'{value:.2f}'
+        text = f'{value:.1f}' if round(value, 1) == value else f'{value:.2f}'
+        digits = 2
+        while (isinstance(limit, (int, float)) and value != limit and digits < 9
+               and float(text) == float(limit)):
+            digits += 1
+            text = f'{value:.{digits}f}'
+        return text
     return str(value)
 
 
-def _with_unit(value, unit):
+def _with_unit(value, unit, limit=None):
     if unit == '%':
-        return f'{_fmt(value)} %'
-    return (f'{_fmt(value)} {unit}').strip()
+        return f'{_fmt(value, limit)} %'
+    return (f'{_fmt(value, limit)} {unit}').strip()
 
 
 def make_check(metric, label, value, limit, op, unit='', item=None, fail_status='breach',
@@ -89,12 +98,14 @@ def make_check(metric, label, value, limit, op, unit='', item=None, fail_status=
         if value is None:
             message = f'{name} could not be measured (limit {op} {_with_unit(limit, unit)})'
         elif status == 'ok':
-            message = (f'{name} {_with_unit(value, unit)} is within the limit '
+            message = (f'{name} {_with_unit(value, unit, limit)} is within the limit '
                        f'{op} {_with_unit(limit, unit)}')
         else:
-            message = f'{name} {_with_unit(value, unit)} {wording} {_with_unit(limit, unit)}'
+            message = (f'{name} {_with_unit(value, unit, limit)} {wording} '
+                       f'{_with_unit(limit, unit)}')
     return dict(metric=metric, item=item, label=label, value=value, limit=limit, op=op,
-                unit=unit, status=status, message=message, notify=status == 'breach')
+                unit=unit, status=status, message=message, notify=status == 'breach',
+                shown=None if value is None else _fmt(value, limit))
 
 
 def _thresholds(defaults, overrides):
@@ -125,6 +136,8 @@ def certificate_checks(certificates, warn_days=30, urgent_days=7):
     for cert in certificates or []:
         item = cert.get('name') or cert.get('path') or 'certificate'
         days = cert.get('days_left')
+        if cert.get('seconds_left') is not None:  # exact: 30.5 days is above 30
+            days = cert['seconds_left'] / 86400.0
         if days is None:
             checks.append(_unmeasured('certificate_days_left', 'certificate', warn_days, '>',
                                       'days', cert.get('error') or 'no expiry date', item=item))
@@ -135,11 +148,12 @@ def certificate_checks(certificates, warn_days=30, urgent_days=7):
             status, urgency = 'warn', ''
         else:
             status, urgency = 'ok', ''
+        limit = urgent_days if status == 'breach' else warn_days
+        shown = _fmt(float(days), limit) if days != int(days) else str(int(days))
         if status == 'ok':
-            message = f'certificate {item} expires in {days} days (warning at {warn_days} days)'
+            message = f'certificate {item} expires in {shown} days (warning at {warn_days} days)'
         else:
-            limit = urgent_days if status == 'breach' else warn_days
-            message = (f'{urgency}certificate {item} expires in {days} days, '
+            message = (f'{urgency}certificate {item} expires in {shown} days, '
                        f'at or below the limit {limit} days')
         check = make_check('certificate_days_left', 'certificate', days, warn_days, '>',
                            'days', item=item, status=status, message=message)

@@ -112,11 +112,14 @@ def jsonable(value):
     return value
 
 
-def percent(part, whole, digits=1):
-    """part/whole in percent, None when whole is 0 or unknown."""
+def percent(part, whole, digits=None):
+    """part/whole in percent, None when whole is 0 or unknown. Unrounded by default:
+    thresholds compare the exact value (94.995 % is below 95 %); reports round for
+    display only."""
     if part is None or not whole:
         return None
-    return round(100.0 * float(part) / float(whole), digits)
+    value = 100.0 * float(part) / float(whole)
+    return value if digits is None else round(value, digits)
 
 
 def short_error(exc, limit=500):

@@ -123,7 +123,7 @@ def shape_jobs(summary_row, failed_rows, window_hours):
         failed=failed,
         # None, not 0 or 100, when no job finished: the rate is undefined and
         # the daily evaluation decides what that means (see bm_evaluate_daily).
-        success_rate=percent(succeeded, total, 2),
+        success_rate=percent(succeeded, total),
         failed_jobs=[jsonable(dict(row)) for row in failed_rows or []],
         error=None,
     )
@@ -142,7 +142,7 @@ def gather_jobs(conn, window_hours, limit, summary_sql=None, failed_sql=None):
 # ------------------------------------------------------------------ storage
 def shape_storage_target(row):
     row = jsonable(dict(row))
-    row['used_percent'] = percent(row.get('used_bytes'), row.get('capacity_bytes'), 2)
+    row['used_percent'] = percent(row.get('used_bytes'), row.get('capacity_bytes'))
     return row
 
 
@@ -163,7 +163,7 @@ def filesystem_usage(path, statvfs=os.statvfs):
     free = st.f_bavail * st.f_frsize
     used = (st.f_blocks - st.f_bfree) * st.f_frsize
     return dict(path=path, error=None, total_bytes=total, used_bytes=used, free_bytes=free,
-                used_percent=percent(used, used + free, 2))
+                used_percent=percent(used, used + free))
 
 
 # --------------------------------------------------------------------- logs

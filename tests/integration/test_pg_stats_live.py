@@ -178,7 +178,7 @@ def test_04_jobs_and_storage_sql_of_the_reference_schema(pg, app_schema):
     finally:
         conn.close()
     assert (jobs["total"], jobs["succeeded"], jobs["failed"]) == (3, 2, 1)
-    assert jobs["success_rate"] == 66.67
+    assert jobs["success_rate"] == pytest.approx(200 / 3)
     assert [(j["name"], j["error"]) for j in jobs["failed_jobs"]] == [("c", "disk full")]
     assert jobs["failed_jobs"][0]["finished_at"].endswith("+00:00")
     assert [(t["name"], t["used_percent"]) for t in targets] == [("nas1", 85.0), ("nas2", None)]

@@ -6,7 +6,7 @@ loop results of community.crypto.x509_certificate_info (over file paths) and
 community.crypto.get_certificate (over ``{name, host, port, server_name}``)
 and returns one entry per certificate::
 
-    {name, path_or_endpoint, path, endpoint, not_after, days_left, issuer, serial, error}
+    {name, path_or_endpoint, path, endpoint, not_after, days_left, seconds_left, issuer, serial, error}
 
 ``days_left`` is whole days until notAfter, rounded down (negative once
 expired); it is None with ``error`` set when the certificate could not be read.
@@ -44,7 +44,7 @@ def _issuer(res):
 
 def _entry(name, path, endpoint, res, now):
     entry = dict(name=name, path_or_endpoint=path or endpoint, path=path, endpoint=endpoint,
-                 not_after=None, days_left=None, issuer=None, serial=None, error=None)
+                 not_after=None, days_left=None, seconds_left=None, issuer=None, serial=None, error=None)
     not_after = res.get('not_after')
     if res.get('failed') or res.get('skipped') or not not_after:
         entry['error'] = str(res.get('msg') or 'certificate could not be read')
@@ -56,7 +56,9 @@ def _entry(name, path, endpoint, res, now):
         entry['error'] = f'unreadable notAfter {not_after!r}'
         return entry
     entry['not_after'] = expires.isoformat()
-    entry['days_left'] = int((expires - now).total_seconds() // 86400)
+    seconds = (expires - now).total_seconds()
+    entry['days_left'] = int(seconds // 86400)  # whole days, for display
+    entry['seconds_left'] = int(seconds)  # what the checks compare (30.5 days is not 30)
     entry['issuer'] = _issuer(res)
     serial = res.get('serial_number')
     entry['serial'] = None if serial is None else format(int(serial), 'x')

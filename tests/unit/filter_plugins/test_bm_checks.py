@@ -425,3 +425,34 @@ def test_backup_age_limit_is_a_threshold():
 def test_no_backup_status_adds_no_check():
     metrics = {c["metric"] for c in bm_checks.evaluate_daily(healthy_facts())}
     assert not {"backup_newest_age_hours", "backup_last_scheduled_run"} & metrics
+
+
+# ------------------------------------------------------------------ exact edges (issue 14 item 1)
+@pytest.mark.parametrize(("rate", "status", "shown"), [
+    (94.995, "breach", "94.995 %"), (95.0, "ok", "95.0 %"), (95.001, "ok", "95.001 %"),
+    (100.0 * 18999 / 20000, "breach", "94.995 %")])
+def test_success_rate_compared_unrounded(rate, status, shown):
+    jobs = {"total": 20000, "succeeded": 0, "failed": 0, "success_rate": rate,
+            "window_hours": 24, "failed_jobs": [], "error": None}
+    check = by_metric(bm_checks.evaluate_daily(healthy_facts(jobs=jobs)), "job_success_rate")
+    assert check["status"] == status and shown in check["message"], check["message"]
+
+
+@pytest.mark.parametrize(("used", "status"), [(79.99, "ok"), (79.9999, "ok"), (80.0, "breach"),
+                                              (80.00001, "breach")])
+def test_storage_compared_unrounded(used, status):
+    facts = healthy_facts()
+    facts["storage"]["targets"][0]["used_percent"] = used
+    check = by_metric(bm_checks.evaluate_daily(facts), "storage_used_percent", "nas1")
+    assert check["status"] == status
+    assert "80 %" not in check["message"].split(" is ")[0], check["message"]  # value shown exact
+
+
+@pytest.mark.parametrize(("days", "status", "shown"), [
+    (30.5, "ok", "30.5 days"), (30, "warn", "30 days"), (7.5, "warn", "7.5 days"),
+    (7, "breach", "7 days"), (7.01, "warn", "7.01 days"), (30.001, "ok", "30.001 days")])
+def test_certificate_days_compared_unrounded(days, status, shown):
+    certs = [{"name": "example.org", "days_left": int(days), "seconds_left": days * 86400}]
+    check = by_metric(bm_checks.evaluate_daily(healthy_facts(), None, certs),
+                      "certificate_days_left", "example.org")
+    assert check["status"] == status and shown in check["message"], check["message"]
