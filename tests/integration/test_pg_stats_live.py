@@ -331,8 +331,8 @@ def test_09_daily_playbook_end_to_end(pg, app_schema, stack, smtp_sink, tmp_path
     sink, smtp_port = smtp_sink
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Health)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    with admin(pg) as conn:  # storage fine; the failed job and the ERROR line breach
-        conn.execute("UPDATE storage_targets SET used_bytes = 100")
+    with admin(pg) as conn:  # storage breaches; the failed job and the ERROR line warn
+        conn.execute("UPDATE storage_targets SET used_bytes = capacity_bytes")
     inventory = {"all": {"children": {"bm_app": {"hosts": {"localhost": {
         "ansible_connection": "local", "ansible_become": False,
         "ansible_python_interpreter": sys.executable,
@@ -366,15 +366,19 @@ def test_09_daily_playbook_end_to_end(pg, app_schema, stack, smtp_sink, tmp_path
     document = proc.stdout[proc.stdout.rindex("\n{\n") + 1:]
     stats = json.loads(document)["global_custom_stats"]["bmops_daily"]
     assert stats["status"] == "breach"
-    assert any("failed jobs 1 is above the limit 0 (c)" in b for b in stats["breaches"])
-    assert any("ERROR log lines (24 h) of backend 1 is above the limit 0" in b
-               for b in stats["breaches"])
+    assert any("storage nas1 100.0 % is at or above the limit 80 %" in b
+               for b in stats["breaches"]), stats
+    # the manual's "0 件が理想": warnings, not breaches
+    assert not any("failed jobs" in b or "ERROR log lines" in b for b in stats["breaches"])
+    assert any("failed jobs 1 is above the limit 0 (c)" in w for w in stats["warnings"])
+    assert any("ERROR log lines (24 h) of backend 1 is above the limit 0" in w
+               for w in stats["warnings"])
     assert stats["report"] == str(tmp_path / "reports" / "daily-latest.json")
     report = json.loads((tmp_path / "reports" / "daily-latest.json").read_text())
     checks = {(c["metric"], c["item"]): c["status"] for c in report["checks"]}
     assert checks[("health_ready_status", None)] == "ok"
     assert checks[("redis_ping", None)] == "ok"
-    assert checks[("storage_used_percent", "nas1")] == "ok"
+    assert checks[("storage_used_percent", "nas1")] == "breach"
     assert checks[("container_up", "db")] == "ok"
     names = sorted(p.name for p in (tmp_path / "reports").iterdir())
     assert len(names) == 6 and "daily-latest.md" in names and "daily-latest.html" in names

@@ -6,12 +6,15 @@ loop results of community.crypto.x509_certificate_info (over file paths) and
 community.crypto.get_certificate (over ``{name, host, port, server_name}``)
 and returns one entry per certificate::
 
-    {name, path_or_endpoint, path, endpoint, not_after, days_left, seconds_left, issuer, serial, error}
+    {name, path_or_endpoint, path, endpoint, not_after, days_left, seconds_left,
+     issuer, serial, error}
 
 ``days_left`` is whole days until notAfter, rounded down (negative once
-expired); it is None with ``error`` set when the certificate could not be read.
-The bm_checks filters (bm_evaluate_daily / bm_evaluate_weekly /
-bm_certificate_checks) read ``name``, ``days_left`` and ``error``.
+expired), for display; ``seconds_left`` is exact, and what the checks compare
+(30.5 days left is not yet at the 30-day warning). Both are None with ``error``
+set when the certificate could not be read. The bm_checks filters
+(bm_evaluate_daily / bm_evaluate_weekly / bm_certificate_checks) read ``name``,
+``seconds_left`` (``days_left`` when absent) and ``error``.
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ def _issuer(res):
 
 def _entry(name, path, endpoint, res, now):
     entry = dict(name=name, path_or_endpoint=path or endpoint, path=path, endpoint=endpoint,
-                 not_after=None, days_left=None, seconds_left=None, issuer=None, serial=None, error=None)
+                 not_after=None, days_left=None, seconds_left=None, issuer=None, serial=None,
+                 error=None)
     not_after = res.get('not_after')
     if res.get('failed') or res.get('skipped') or not not_after:
         entry['error'] = str(res.get('msg') or 'certificate could not be read')

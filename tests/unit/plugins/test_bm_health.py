@@ -71,7 +71,8 @@ def test_shape_jobs():
 @pytest.mark.parametrize(
     ("row", "percent"),
     [({"capacity_bytes": 1000, "used_bytes": 800}, 80.0),
-     ({"capacity_bytes": decimal.Decimal(3), "used_bytes": decimal.Decimal(1)}, pytest.approx(100 / 3)),
+     ({"capacity_bytes": decimal.Decimal(3), "used_bytes": decimal.Decimal(1)},
+      pytest.approx(100 / 3)),
      ({"capacity_bytes": 0, "used_bytes": 5}, None),
      ({"capacity_bytes": None, "used_bytes": 5}, None)],
 )
@@ -88,7 +89,8 @@ def test_filesystem_usage_matches_df_and_reports_errors():
 
     usage = bm_health.filesystem_usage("/x", statvfs=lambda path: St)
     assert usage["used_bytes"] == 700 * 4096 and usage["free_bytes"] == 200 * 4096
-    assert usage["used_percent"] == pytest.approx(70000 / 900)  # 700 / (700 + 200), as df shows; unrounded
+    # 700 / (700 + 200), as df shows; unrounded
+    assert usage["used_percent"] == pytest.approx(70000 / 900)
     missing = bm_health.filesystem_usage("/does/not/exist/bmops")
     assert missing["used_percent"] is None and "No such file" in missing["error"]
     assert bm_health.filesystem_usage(os.getcwd())["error"] is None

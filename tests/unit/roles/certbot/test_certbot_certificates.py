@@ -42,7 +42,8 @@ def test_endpoint_with_issuer_and_serial():
         "name": "example (nginx)", "path_or_endpoint": "127.0.0.1:443 (example.com)",
         "path": None, "endpoint": "127.0.0.1:443 (example.com)",
         "not_after": "2027-01-28T12:00:00+00:00", "days_left": 61,
-        "seconds_left": 61 * 86400, "issuer": "Pebble Intermediate CA 1a2b", "serial": "ff", "error": None}
+        "seconds_left": 61 * 86400, "issuer": "Pebble Intermediate CA 1a2b", "serial": "ff",
+        "error": None}
 
 
 def test_endpoint_refused_and_order():

@@ -96,11 +96,12 @@ CASES = {
         []),
     "watchdog always fires": ({}, "Watchdog", "1m", [{"severity": "P4"}]),
 }
-# The certificate at 31, 30, 8 and 7 days (manual 6.2: mail at 30, urgent at 7).
-for days, soon, urgent in ((31, False, False), (30, True, False), (8, True, False),
-                           (7, False, True)):
+# The certificate at 31, 30.5, 30, 8, 7.5 and 7 days (manual 6.2: mail at 30, urgent
+# at 7), compared exactly: 30.5 days is not yet at 30, 7.5 not yet at 7.
+for days, soon, urgent in ((31, False, False), (30.5, False, False), (30, True, False),
+                           (8, True, False), (7.5, True, False), (7, False, True)):
     series = {f'probe_ssl_earliest_cert_expiry{{job="bm_ready",instance="u",{H}}}':
-              f"{days * 86400}x2"}
+              f"{int(days * 86400)}x2"}
     CASES[f"certificate {days} days: soon"] = (
         series, "BmCertificateExpiresSoon", "0m",
         [{"instance": "u", "job": "bm_ready", "severity": "P3"}] if soon else [])
