@@ -238,8 +238,10 @@ def cmd_backup(cfg, args):
                 result["kept_unverified"] = pr["kept_unverified"]
     except (ToolError, OSError) as exc:
         code = exc.code if isinstance(exc, ToolError) else EXIT_FAIL
-        # Before the lock was taken (busy, bad config) the error says it all.
-        message = describe_failure(exc, progress) if progress else str(exc)
+        # Before the dump (lock busy, bad config, no room) the tool's own error says it
+        # all; from the dump on, and for any OS error, the phase and place are added.
+        plain = isinstance(exc, ToolError) and progress.get("phase", "preflight") == "preflight"
+        message = str(exc) if plain else describe_failure(exc, progress)
         record_run(cfg, {"ok": False, "started": now, "finished": time.time(),
                          "phase": progress.get("phase", "preflight"), "error": message,
                          "exit_code": code, "tag": args.tag}, scheduled)
