@@ -224,7 +224,7 @@ def verdict_db_connection(facts, t):
     actions = [
         'docker compose ps db  (state of the db container)',
         'docker compose logs --tail=100 db  (why it stopped)',
-        'docker compose start db, or playbooks/restart_services.yml -e restart_service=db',
+        'docker compose start db: playbooks/restart_services.yml -e start_service=db',
         "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'  (see the report)",
     ] if status != 'clear' else []
     return _verdict('db_connection', status, summary, evidence, actions)

@@ -248,7 +248,8 @@ def test_restart_one_service_is_health_checked(ops):
     before = started_at(ops, "backup-mgmt-backend-1")
     result = ops.run("restart_services", extravars={"restart_service": "backend"})
     assert_ok(result)
-    assert stats(result, "bmops_restart") == {"restarted": "backend", "ready_status": 200,
+    assert stats(result, "bmops_restart") == {"restarted": "backend", "started": "",
+                                              "ready_status": 200,
                                               "ready_body": {"status": "ok",
                                                              "checks": {"db": "ok",
                                                                         "redis": "ok"}}}
@@ -256,9 +257,28 @@ def test_restart_one_service_is_health_checked(ops):
     assert json.loads(ops.sh(f"{TOOL} lock status").stdout)["free"] is True
 
 
+def test_start_service_starts_a_stopped_db_and_leaves_a_running_one(ops):
+    """The manual's `docker compose start db` (3.3): never a restart of a running db."""
+    ops.compose("stop", "db")
+    try:
+        result = ops.run("restart_services", extravars={"start_service": "db"})
+    finally:
+        ops.compose("start", "db")  # whatever happened, the stack goes on
+    assert_ok(result)
+    assert stats(result, "bmops_restart")["started"] == "db"
+    assert stats(result, "bmops_restart")["ready_status"] == 200
+    before = started_at(ops, "backup-mgmt-db-1")
+    result = ops.run("restart_services", extravars={"start_service": "db"})
+    assert_ok(result)
+    assert stats(result, "bmops_restart")["started"] == ""
+    assert started_at(ops, "backup-mgmt-db-1") == before
+    assert json.loads(ops.sh(f"{TOOL} lock status").stdout)["free"] is True
+
+
 def test_restart_refuses_without_a_clear_request(ops):
     for extravars in ({}, {"restart_service": "backend", "restart_confirm_full": True},
-                      {"restart_service": "nginx"}):
+                      {"restart_service": "nginx"}, {"start_service": "db",
+                                                     "restart_service": "db"}):
         result = ops.run("restart_services", extravars=extravars)
         assert result.rc != 0
         assert "Name one service" in result.stdout
