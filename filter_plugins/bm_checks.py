@@ -160,6 +160,7 @@ def certificate_checks(certificates, warn_days=30, urgent_days=7):
         check = make_check('certificate_days_left', 'certificate', days, warn_days, '>',
                            'days', item=item, status=status, message=message)
         check['notify'] = status != 'ok'
+        check['not_after'] = cert.get('not_after')
         checks.append(check)
     return checks
 
@@ -444,6 +445,30 @@ def evaluate_weekly(pg_stats, thresholds=None, updates=None, certificates=None):
 
 
 # ------------------------------------------------------------------ summary / output
+def notify_once(checks, previous=None, metrics=('certificate_days_left',)):
+    """Alerts of METRICS mailed once per crossing (manual 6.2: a mail at 30 days, an
+    urgent one at 7), not on every run.
+
+    A check of those metrics that asks for a mail gets a key (metric, item, status,
+    the certificate's notAfter); a key mailed before (``previous``) no longer asks.
+    Returns {checks, keys}: ``keys`` is what to remember after this run, so a
+    certificate that is renewed and later crosses again is mailed again.
+    """
+    previous = set(previous or [])
+    out, keys = [], []
+    for check in checks or []:
+        check = dict(check)
+        if check.get('metric') in metrics and check.get('notify'):
+            key = '|'.join(str(check.get(k) or '') for k in ('metric', 'item', 'status',
+                                                            'not_after'))
+            keys.append(key)
+            if key in previous:
+                check['notify'] = False
+                check['message'] += ' (mailed when it crossed the limit)'
+        out.append(check)
+    return dict(checks=out, keys=sorted(set(keys)))
+
+
 def report_summary(checks):
     """Counts and overall status of a list of checks."""
     counts = dict(ok=0, warn=0, breach=0)
@@ -548,6 +573,7 @@ class FilterModule:
             'bm_evaluate_daily': evaluate_daily,
             'bm_evaluate_weekly': evaluate_weekly,
             'bm_report_summary': report_summary,
+            'bm_notify_once': notify_once,
             'bm_prometheus': prometheus,
             'bm_certificate_checks': certificate_checks,
             'bm_apt_upgrades': apt_upgrades,

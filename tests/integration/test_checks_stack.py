@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from email.header import decode_header, make_header
 
 import pytest
 
@@ -129,3 +130,51 @@ def test_weekly_check_reports_bloated_table(stack):
         assert "bloat_probe" in markdown
     finally:
         stack.psql("DROP TABLE IF EXISTS bloat_probe")
+
+
+def test_certificate_alerts_are_mailed_once_per_crossing(stack, smtp_sink):
+    """Manual 6.2: a warning mail at 30 days, an urgent one (緊急 / URGENT) at 7, each
+    once, not on every daily run; the urgent one still fails each run."""
+    stack.sh("rm -f /var/lib/bmops/reports/.notified-daily.json")
+    pem = "/tmp/bmops-it-cert.pem"
+
+    def daily_with_cert(days: int):
+        stack.sh(f"openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 "
+                 f"-nodes -days {days} -subj /CN=cert-{days}.example.test "
+                 f"-keyout /tmp/bmops-it-cert.key -out {pem} 2>/dev/null")
+        smtp_sink.clear()
+        return stack.run("daily_check", extravars={**mail_vars(smtp_sink),
+                                                   "bm_certificates": [pem]})
+
+    try:
+        first = daily_with_cert(20)
+        assert first.rc == 0, first.stdout[-3000:]
+        mails = smtp_sink.wait_for(1)
+        assert len(mails) == 1 and "URGENT" not in mails[0]["Subject"]
+        # the same certificate the next run: reported, not mailed again
+        second = stack.run("daily_check", extravars={**mail_vars(smtp_sink),
+                                                     "bm_certificates": [pem]})
+        assert second.rc == 0
+        time.sleep(3)
+        assert smtp_sink.messages() == []
+        assert second.artifact_data["bmops_daily"]["status"] == "warn"
+        # a certificate at 5 days: the urgent crossing, mailed once with 緊急 / URGENT
+        urgent = daily_with_cert(5)
+        assert urgent.rc != 0
+        mails = smtp_sink.wait_for(1)
+        subject = str(make_header(decode_header(mails[0]["Subject"])))
+        assert subject.startswith("[bmops] 緊急 / URGENT: BREACH"), subject
+        smtp_sink.clear()
+        again = stack.run("daily_check", extravars={**mail_vars(smtp_sink),
+                                                    "bm_certificates": [pem]})
+        assert again.rc != 0  # still a breach every run
+        time.sleep(3)
+        assert smtp_sink.messages() == []
+    finally:
+        stack.sh(f"rm -f {pem} /tmp/bmops-it-cert.key /var/lib/bmops/reports/.notified-daily.json")
+
+
+def test_mail_enabled_without_recipient_fails_naming_the_variable(stack):
+    result = stack.run("daily_check", extravars={"health_report_mail_enabled": True})
+    assert result.rc != 0
+    assert "health_report_mail_to" in result.stdout and "is empty" in result.stdout

@@ -460,3 +460,33 @@ def test_certificate_days_compared_unrounded(days, status, shown):
     check = by_metric(bm_checks.evaluate_daily(healthy_facts(), None, certs),
                       "certificate_days_left", "example.org")
     assert check["status"] == status and shown in check["message"], check["message"]
+
+
+# ------------------------------------------------------------------ once per crossing (item 3)
+def _cert(days, not_after="2027-01-01T00:00:00+00:00"):
+    return bm_checks.certificate_checks(
+        [{"name": "example.org", "days_left": days, "not_after": not_after}])
+
+
+def test_certificate_alert_mailed_once_per_crossing():
+    first = bm_checks.notify_once(_cert(29), [])
+    assert first["checks"][0]["notify"] is True and len(first["keys"]) == 1
+    again = bm_checks.notify_once(_cert(28), first["keys"])  # the next day: no mail
+    assert again["checks"][0]["notify"] is False and again["keys"] == first["keys"]
+    assert "mailed when it crossed" in again["checks"][0]["message"]
+    urgent = bm_checks.notify_once(_cert(7), again["keys"])  # crossing 7: mailed
+    assert urgent["checks"][0]["notify"] is True and urgent["checks"][0]["status"] == "breach"
+    later = bm_checks.notify_once(_cert(6), urgent["keys"])
+    assert later["checks"][0]["notify"] is False
+    assert later["checks"][0]["status"] == "breach"  # still a breach, only not mailed again
+    renewed = bm_checks.notify_once(_cert(89, "2027-03-01T00:00:00+00:00"), later["keys"])
+    assert renewed["keys"] == [] and renewed["checks"][0]["status"] == "ok"
+    # the renewed certificate crossing 30 days later is a new crossing
+    assert bm_checks.notify_once(_cert(30, "2027-03-01T00:00:00+00:00"),
+                                 renewed["keys"])["checks"][0]["notify"] is True
+
+
+def test_notify_once_leaves_other_checks_alone():
+    checks = [bm_checks.make_check("storage_used_percent", "storage", 90.0, 80, "<", "%")]
+    out = bm_checks.notify_once(checks, ["storage_used_percent||breach|"])
+    assert out["checks"][0]["notify"] is True and out["keys"] == []

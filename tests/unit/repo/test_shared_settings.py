@@ -37,7 +37,7 @@ END = "<!-- end of the generated bm_* table -->"
 NOT_SETTINGS_RE = re.compile(r"^bm_(app|monitoring|daily_limits|host|ready|evaluate_\w+|"
                              r"health_info|pg_stats_info|awx_\w+|"
                              r"triage\w*|certificate_checks|apt_upgrades|vacuum_report|"
-                             r"log_level_readback|report_summary|stats_summary|prometheus|"
+                             r"log_level_readback|report_summary|stats_summary|prometheus|notify_once|"
                              r"docker_log_config_issues|ops_check_\w+|checks|ops|common|"
                              r"health|pg_stats|postgres)$")
 DEFAULT_RE = re.compile(r"\bbm_[a-z_]+\s*\|\s*default\s*\(")
