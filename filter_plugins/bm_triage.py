@@ -95,20 +95,30 @@ def access_log_stats(lines):
 
 
 ANSI_RE = re.compile(r'\x1b\[[0-9;?]*[A-Za-z]')
+# An application's own timestamp at the start of its log line (ISO 8601, with or
+# without T, fraction, zone), as Docker's already precedes it.
+APP_TS_RE = re.compile(r'^\[?\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?'
+                       r'(?:Z|[+-]\d\d:?\d\d)?\]?\s+')
+# A backend that refuses or resets connections is down, not slow.
+REFUSED_RE = re.compile(r'refused|reset by peer|Errno 111|Errno 104|Remote end closed',
+                        re.IGNORECASE)
 
 
 def log_tail(text):
     """`docker compose logs --timestamps --no-log-prefix` → [{time, line}].
 
     Compose can put terminal control sequences (erase line) before each line even
-    with --no-color; they are removed.
+    with --no-color; they are removed. The time is shown once: an application's own
+    leading timestamp (most log formats have one) is dropped from ``line``, Docker's
+    is kept in ``time``.
     """
     result = []
     for raw in (text or '').splitlines():
         raw = ANSI_RE.sub('', raw).strip()
         match = TS_RE.match(raw)
         if match:
-            result.append(dict(time=match.group(1) + 'Z', line=match.group(3)))
+            line = APP_TS_RE.sub('', match.group(3), count=1) or match.group(3)
+            result.append(dict(time=match.group(1) + 'Z', line=line))
         elif raw.strip():
             result.append(dict(time=None, line=raw))
     return result
@@ -138,9 +148,16 @@ def _recent(lines, t):
     return [e for e in lines if (_parse_time(e.get('time')) or now) >= since]
 
 
-def _verdict(vid, status, summary, evidence, actions):
+def _verdict(vid, status, summary, evidence, actions, services=()):
     return dict(id=vid, symptom=SYMPTOMS[vid], status=status, summary=summary,
-                evidence=evidence, actions=actions)
+                evidence=evidence, actions=actions, services=list(services))
+
+
+def _ready_refused(facts):
+    """/health/ready did not answer because the connection was refused or reset."""
+    ready = _section(_section(_section(facts, 'health'), 'health'), 'ready')
+    return bool(ready) and ready.get('status') is None and bool(
+        REFUSED_RE.search(str(ready.get('error') or '')))
 
 
 def _worst(*statuses):
@@ -227,7 +244,8 @@ def verdict_db_connection(facts, t):
         'docker compose start db: playbooks/restart_services.yml -e start_service=db',
         "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'  (see the report)",
     ] if status != 'clear' else []
-    return _verdict('db_connection', status, summary, evidence, actions)
+    return _verdict('db_connection', status, summary, evidence, actions,
+                    ['db'] if status == 'detected' else [])
 
 
 def _container_problem(c, t):
@@ -264,11 +282,16 @@ def verdict_container_not_starting(facts, t, services):
             evidence.append(f'service {service} has no container (never created, or removed)')
             status = _worst(status, 'suspected')
             actions.append(f'docker compose up -d {service}')
+    failing = [s for s in services if s not in present]
     for c in items:
         found, why = _container_problem(c, t)
+        if found == 'clear' and c.get('service') == 'backend' and c.get('running') \
+                and _ready_refused(facts):
+            found, why = 'detected', 'runs but refuses connections on its port (/health/ready)'
         if found == 'clear':
             continue
         status = _worst(status, found)
+        failing.append(c.get('service'))
         evidence.append(f"{c.get('service')} ({c.get('name')}) {why}")
         tail = _service_lines(facts, c.get('service'))
         if tail:
@@ -279,13 +302,16 @@ def verdict_container_not_starting(facts, t, services):
     if status == 'detected':
         actions.append('after a configuration change: playbooks/restart_services.yml '
                        '-e restart_confirm_full=true (down / up -d)')
+    failing = list(dict.fromkeys(failing))
     summary = {
-        'detected': 'a container crashes or fails its health check',
+        'detected': 'a container crashes, fails its health check or refuses connections',
         'suspected': 'a container is stopped or missing',
         'clear': f'all {len(items)} containers run (and are healthy where checked)',
     }[status]
+    if failing:
+        summary += ': ' + ', '.join(failing)
     return _verdict('container_not_starting', status, summary, evidence,
-                    list(dict.fromkeys(actions)))
+                    list(dict.fromkeys(actions)), failing)
 
 
 def verdict_api_slow(facts, t):
@@ -296,7 +322,10 @@ def verdict_api_slow(facts, t):
     nginx = _section(facts, 'nginx')
     evidence, status = [], 'clear'
     latency = ready.get('latency_ms')
-    if ready and ready.get('status') is None:
+    if _ready_refused(facts):
+        evidence.append(f"/health/ready refused the connection ({_cut(ready.get('error'))}): "
+                        'the backend is down, not slow (see "Container not starting")')
+    elif ready and ready.get('status') is None:
         evidence.append(f"/health/ready did not answer: {_cut(ready.get('error'))}")
         status = 'detected'
     elif latency is not None:
@@ -353,7 +382,8 @@ def verdict_api_slow(facts, t):
         'slow statements: see "pg_stat_statements" in the report (EXPLAIN them)',
         'Redis: REDISCLI_AUTH=... docker compose exec -e REDISCLI_AUTH redis redis-cli ping',
     ] if status in ('detected', 'suspected') else []
-    return _verdict('api_slow', status, summary, evidence, actions)
+    return _verdict('api_slow', status, summary, evidence, actions,
+                    ['redis'] if redis and not redis.get('ok') else [])
 
 
 def verdict_host_resources(facts, t):
@@ -405,11 +435,14 @@ def triage(facts, thresholds=None, services=None, now=None):
     detected = [v['symptom'] for v in verdicts if v['status'] == 'detected']
     suspected = [v['symptom'] for v in verdicts if v['status'] == 'suspected']
     ready = _section(_section(_section(facts, 'health'), 'health'), 'ready')
+    failing = list(dict.fromkeys(
+        s for v in verdicts if v['status'] in ('detected', 'suspected') for s in v['services']))
     return dict(
         status='incident' if detected else ('attention' if suspected else 'ok'),
         ready_status=ready.get('status'),
         detected=detected,
         suspected=suspected,
+        failing_services=failing,
         verdicts=verdicts,
         thresholds=t,
     )

@@ -114,7 +114,9 @@ def test_triage_crash_looping_backend_is_container_not_starting(ops):
         assert_ok(result)
         triage = stats(result, "bmops_triage")
         assert "Container not starting" in triage["detected"], triage
+        assert "API slow" not in triage["detected"], triage  # down, not slow
         doc = report(ops, "triage-latest.json")
+        assert doc["result"]["failing_services"][0] == "backend", doc["result"]
         verdict = next(v for v in doc["result"]["verdicts"]
                        if v["id"] == "container_not_starting")
         assert any(e.startswith("backend (backup-mgmt-backend-1)") for e in verdict["evidence"])

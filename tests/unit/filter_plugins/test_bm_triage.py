@@ -228,9 +228,42 @@ def test_access_log_stats():
 def test_log_tail():
     text = ("2026-11-28T11:00:00.123456789Z 2026-11-28T11:00:00Z INFO backend up\n"
             "no timestamp here\n\n")
+    # the time once: Docker's, the application's own leading timestamp dropped
     assert bm_triage.log_tail(text) == [
-        {"time": "2026-11-28T11:00:00Z", "line": "2026-11-28T11:00:00Z INFO backend up"},
+        {"time": "2026-11-28T11:00:00Z", "line": "INFO backend up"},
         {"time": None, "line": "no timestamp here"}]
+
+
+@pytest.mark.parametrize("app_line", [
+    "2026-11-28 11:00:00,123 ERROR boom", "[2026-11-28T11:00:00.5+09:00] ERROR boom",
+    "2026-11-28T11:00:00Z ERROR boom", "ERROR boom"])
+def test_log_tail_shows_the_time_once(app_line):
+    [entry] = bm_triage.log_tail(f"2026-11-28T11:00:00.1Z {app_line}\n")
+    assert entry == {"time": "2026-11-28T11:00:00Z", "line": "ERROR boom"}
+
+
+@pytest.mark.parametrize("error", ["Connection refused", "[Errno 104] Connection reset by peer"])
+def test_backend_refusing_connections_is_down_not_slow(error):
+    facts = with_(healthy(), ("health", "health", "ready"), {"status": None, "error": error})
+    result = bm_triage.triage(facts)
+    slow = verdict(result, "api_slow")
+    assert slow["status"] == "clear" and "down, not slow" in " ".join(slow["evidence"])
+    down = verdict(result, "container_not_starting")
+    assert down["status"] == "detected" and down["services"] == ["backend"]
+    assert down["summary"].endswith(": backend")
+    assert result["detected"] == ["Container not starting"]
+    assert result["failing_services"] == ["backend"]
+
+
+def test_failing_services_name_every_one():
+    facts = with_(healthy(), ("health", "containers", "items"), [
+        container("backend"),
+        container("celery", state="restarting", running=False, restart_count=9),
+        container("celery-beat"),
+        container("db", state="exited", running=False, exit_code=1),
+        container("redis")])
+    result = bm_triage.triage(facts)
+    assert result["failing_services"] == ["celery", "db"]
 
 
 def test_postmortem_timeline_is_sorted_and_names_the_verdict():
