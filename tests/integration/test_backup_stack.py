@@ -736,3 +736,29 @@ def test_no_secret_in_events_at_verbosity_3(bk):
         assert secret not in result.stdout
         leaks = [e.get("event") for e in result.events if secret in json.dumps(e)]
         assert leaks == [], f"secret found in events {leaks}"
+
+
+def test_site_replaces_the_manuals_backup_cron_entries(bk):
+    """Issue 14 item 8: a host set up by the manual (§4.1) has
+    `0 3 * * * /opt/scripts/backup-db.sh` in cron; site.yml replaces it, saying so."""
+    bk.sh("mkdir -p /opt/scripts && printf '#!/bin/sh\\nexit 0\\n' > /opt/scripts/backup-db.sh"
+          " && chmod 0755 /opt/scripts/backup-db.sh"
+          " && echo '0 3 * * * root /opt/scripts/backup-db.sh' > /etc/cron.d/backup-db"
+          " && (crontab -l -u root 2>/dev/null; echo '0 3 * * * /opt/scripts/backup-db.sh';"
+          " echo '5 4 * * * /bin/true keep-me') | crontab -u root -")
+    try:
+        result = bk.run("site", tags="db_backup_configure")
+        assert_ok(result)
+        assert "Migrated from the manual's backup" in result.stdout, result.stdout[-3000:]
+        root = bk.sh("crontab -l -u root").stdout
+        assert "/opt/scripts/backup-db.sh" not in root and "keep-me" in root
+        assert bk.sh("cat /etc/cron.d/backup-db").stdout.startswith(
+            "# replaced by bmops (role db_backup, bmops-backup runs instead): 0 3 * * *")
+        again = bk.run("site", tags="db_backup_configure")
+        assert_ok(again)
+        assert "Migrated from the manual's backup" not in again.stdout
+        assert again.changed_tasks() == [], again.stdout[-3000:]
+    finally:
+        bk.sh("rm -f /etc/cron.d/backup-db /opt/scripts/backup-db.sh; crontab -l -u root"
+              " | grep -vF -e /opt/scripts/backup-db.sh -e keep-me | crontab -u root -",
+              check=False)

@@ -39,7 +39,7 @@ DEFAULTS = {
     "zstd_level": 1,
     "keep_days": 30,
     "keep_min": 3,
-    "prune_legacy": False,
+    "prune_legacy": True,
     "partial_max_age_seconds": DAY,
     "min_free_bytes": 1024**3,
     "size_ratio": 1.0,  # free space needed = pg_database_size * size_ratio + min_free_bytes

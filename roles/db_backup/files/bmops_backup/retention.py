@@ -25,7 +25,8 @@ def choose_retained(backups, now, keep_days, keep_min, prune_legacy=False,
     manual); the newest ``keep_min`` verified ones (not future-dated) are always
     kept; verified ones older than ``keep_days`` go; a future-dated backup (clock
     skew) is kept and flagged; legacy dumps are never counted and only deleted
-    when ``prune_legacy`` and older than ``keep_days``. A data file without a
+    when ``prune_legacy``, older than ``keep_days`` and ``keep_min`` (at least one)
+    verified backups exist. A data file without a
     valid manifest (``unverified``) may be the only copy of something: it is
     kept and reported, and deleted only when ``delete_unverified`` is asked for
     explicitly and it is older than ``partial_max_age``. What holds no data goes
@@ -34,6 +35,10 @@ def choose_retained(backups, now, keep_days, keep_min, prune_legacy=False,
     """
     horizon = now - keep_days * DAY
     ordered = sorted(backups, key=lambda b: (b["time"], b["id"]), reverse=True)
+    # legacy dumps go only while keep_min verified backups remain: never the only copy
+    verified = sum(1 for b in backups
+                   if b["kind"] == "verified" and b["time"] <= now + SKEW_TOLERANCE)
+    legacy_may_go = prune_legacy and verified >= max(int(keep_min), 1)
     decisions = []
     kept_recent = 0
     for b in ordered:
@@ -50,10 +55,13 @@ def choose_retained(backups, now, keep_days, keep_min, prune_legacy=False,
             else:
                 action, reason = "delete", f"verified, older than {keep_days} days"
         elif kind == "legacy":
-            if prune_legacy and b["time"] < horizon:
+            if legacy_may_go and b["time"] < horizon:
                 action, reason = "delete", f"legacy, older than {keep_days} days"
+            elif prune_legacy and b["time"] < horizon:
+                action, reason = "keep", (f"legacy, older than {keep_days} days, kept: fewer "
+                                          f"than {max(int(keep_min), 1)} verified backups")
             else:
-                action, reason = "keep", "legacy dump (never auto-deleted by default)"
+                action, reason = "keep", "legacy dump (within retention, or prune_legacy off)"
         elif kind == "partial" or (kind == "unverified" and b.get("orphan_manifest")):
             what = "partial file" if kind == "partial" else "manifest without data file"
             if b["time"] < now - partial_max_age:

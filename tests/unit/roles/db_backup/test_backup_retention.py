@@ -50,8 +50,13 @@ RETENTION_CASES = [
      [b("L", 400, "legacy"), b("a", 40), b("b", 41)], 30, 1, False,
      {"L": "keep", "a": "keep", "b": "delete"}),
     ("legacy deleted only with prune_legacy and older than keep_days",
-     [b("L1", 400, "legacy"), b("L2", 10, "legacy")], 30, 3, True,
-     {"L1": "delete", "L2": "keep"}),
+     [b("L1", 400, "legacy"), b("L2", 10, "legacy"), b("v1", 1), b("v2", 2), b("v3", 3)],
+     30, 3, True, {"L1": "delete", "L2": "keep", "v1": "keep", "v2": "keep", "v3": "keep"}),
+    ("legacy never goes while fewer than keep_min verified backups exist (the only copy)",
+     [b("L1", 400, "legacy"), b("v1", 1), b("v2", 2)], 30, 3, True,
+     {"L1": "keep", "v1": "keep", "v2": "keep"}),
+    ("legacy with no verified backup at all stays, even with keep_min 0",
+     [b("L1", 400, "legacy")], 30, 0, True, {"L1": "keep"}),
 ]
 
 
