@@ -137,3 +137,37 @@ def test_check_mode_reports_no_change(host, run_playbook):
     assert rc == 0, raw
     stats = out["stats"]["bmops-edge-host"]
     assert stats["changed"] == 0 and stats["failures"] == 0, stats
+
+
+def test_timer_renewals_get_the_ca_bundle(host):
+    """certbot.timer runs certbot.service: the CA bundle reaches it through a drop-in."""
+    env = host.check_output("systemctl show certbot.service -p Environment")
+    assert f"REQUESTS_CA_BUNDLE={CA_BUNDLE}" in env, env
+
+
+def served_names(host) -> set[str]:
+    out = host.check_output(
+        f"echo | openssl s_client -connect 127.0.0.1:443 -servername {DOMAIN} 2>/dev/null"
+        " | openssl x509 -noout -ext subjectAltName")
+    return set(re.findall(r"DNS:([^,\s]+)", out))
+
+
+def test_a_changed_domain_list_re_issues_the_certificate(host, run_playbook):
+    """A new name in certbot_extra_domains re-issues the certificate (no `creates:`
+    skip); the same names again change nothing; the original list re-issues back."""
+    extra = f"www.{DOMAIN}"
+    ip = host.check_output("hostname -I").split()[0]
+    host.check_output(f"curl -sS -X POST -d '{{\"host\": \"{extra}.\", \"addresses\": "
+                      f"[\"{ip}\"]}}' http://challtestsrv:8055/add-a")
+    try:
+        rc, out, raw = run_playbook("converge.yml", *SKIP_STACK, "-e",
+                                    json.dumps({"certbot_extra_domains": [extra]}))
+        assert rc == 0, raw
+        assert wait_for(lambda: served_names(host) == {DOMAIN, extra}), served_names(host)
+        rc, out, raw = run_playbook("converge.yml", *SKIP_STACK, "-e",
+                                    json.dumps({"certbot_extra_domains": [extra]}))
+        assert rc == 0 and out["stats"]["bmops-edge-host"]["changed"] == 0, raw
+    finally:
+        rc, out, raw = run_playbook("converge.yml", *SKIP_STACK)
+    assert rc == 0, raw
+    assert wait_for(lambda: served_names(host) == {DOMAIN}), served_names(host)
