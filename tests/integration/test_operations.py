@@ -20,6 +20,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 REPORTS = "/var/lib/bmops/reports"
 TOOL = "/usr/local/sbin/bmops-backup"
+BACKUP_DIR = "/backup/db"
 
 
 # ---------------------------------------------------------------- helpers
@@ -452,4 +453,18 @@ def test_check_mode_changes_nothing(ops):
     result = ops.run("monthly_maintenance", tags="vacuum,retention,logrotate",
                      cmdline="--check")
     assert_ok(result)
+    assert json.loads(ops.sh(f"{TOOL} lock status").stdout)["free"] is True
+
+
+@pytest.mark.parametrize("playbook", ["monthly_maintenance", "backup_db", "restore_db",
+                                      "dr_drill"])
+def test_every_playbook_runs_through_in_check_mode(ops, playbook):
+    """Issue 14 item 10: each playbook with --check (every tag) on the converged host
+    finishes and changes nothing: same backups, same containers, lock free."""
+    backups = ops.sh(f"ls {BACKUP_DIR}").stdout
+    containers = ops.sh("docker ps -q --no-trunc | sort").stdout
+    result = ops.run(playbook, cmdline="--check")
+    assert_ok(result)
+    assert ops.sh(f"ls {BACKUP_DIR}").stdout == backups
+    assert ops.sh("docker ps -q --no-trunc | sort").stdout == containers
     assert json.loads(ops.sh(f"{TOOL} lock status").stdout)["free"] is True
