@@ -358,6 +358,21 @@ def test_audit_log_retention_deletes_old_rows_in_batches(ops):
         ops.psql("DELETE FROM audit_logs WHERE actor = 'it';")
 
 
+def test_patches_wait_for_approval(ops):
+    """Manual 2.1 patching is a staffed task: without maintenance_patches_approved the
+    step lists the pending updates (the weekly check's kind) and applies nothing."""
+    before = ops.sh("dpkg-query -W -f '${Package} ${Version}\n' | sha256sum").stdout
+    result = ops.run("monthly_maintenance", tags="patches")
+    assert_ok(result)
+    patches = report(ops, "maintenance-latest.json")["steps"]["patches"]
+    assert patches["approved"] is False and patches["changed"] is False
+    assert patches["upgrade"] == "dist" and patches["backup"] is None
+    assert ops.sh("dpkg-query -W -f '${Package} ${Version}\n' | sha256sum").stdout == before
+    if patches["pending"]:
+        assert "not applied: patching is a staffed task" in result.stdout
+    assert json.loads(ops.sh(f"{TOOL} lock status").stdout)["free"] is True
+
+
 def test_restore_test_step(ops):
     # untagged, as the cron job's: restore-test checks what a restore would pick
     ops.sh(f"{TOOL} backup >/dev/null")
