@@ -381,7 +381,9 @@ def test_09_daily_playbook_end_to_end(pg, app_schema, stack, smtp_sink, tmp_path
     assert checks[("storage_used_percent", "nas1")] == "breach"
     assert checks[("container_up", "db")] == "ok"
     names = sorted(p.name for p in (tmp_path / "reports").iterdir())
-    assert len(names) == 6 and "daily-latest.md" in names and "daily-latest.html" in names
+    # 3 forms x (stamped + latest), and the certificate alerts mailed (none here)
+    assert len(names) == 7 and "daily-latest.md" in names and "daily-latest.html" in names
+    assert json.loads((tmp_path / "reports" / ".notified-daily.json").read_text()) == []
     prom = tmp_path / "prom" / "bmops_daily.prom"
     assert 'bmops_run_status{check="daily"} 2' in prom.read_text()
     assert oct(prom.stat().st_mode & 0o777) == "0o644"
