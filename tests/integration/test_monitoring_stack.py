@@ -64,6 +64,8 @@ def inventory_text(smtp_ip: str) -> str:
         bm_domain: backup-mgmt.demo.test
         bm_certbot_enabled: false
         bm_smtp_host: {smtp_ip}
+        # the SMTP sink speaks no TLS (real relays: STARTTLS required, the default)
+        monitoring_mail_require_tls: false
         monitoring_mail_to: [oncall@backup-mgmt.demo.test]
         monitoring_pager_webhooks:
           - name: pager
