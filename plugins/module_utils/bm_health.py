@@ -167,8 +167,27 @@ def filesystem_usage(path, statvfs=os.statvfs):
 
 
 # --------------------------------------------------------------------- logs
-def line_level(line):
-    """'error', 'warning' or None for one log line (JSON or plain text)."""
+def level_patterns(error_pattern=None, warning_pattern=None):
+    """(error, warning) compiled regexes of a backend's own log format, or None
+    for the automatic detection below. Raises re.error for a bad pattern."""
+    if not error_pattern and not warning_pattern:
+        return None
+    return (re.compile(error_pattern) if error_pattern else None,
+            re.compile(warning_pattern) if warning_pattern else None)
+
+
+def line_level(line, patterns=None):
+    """'error', 'warning' or None for one log line (JSON or plain text).
+
+    With PATTERNS (level_patterns()) only they decide: a line that matches the
+    error regex is an error, else one that matches the warning regex a warning."""
+    if patterns is not None:
+        error_re, warning_re = patterns
+        if error_re is not None and error_re.search(line):
+            return 'error'
+        if warning_re is not None and warning_re.search(line):
+            return 'warning'
+        return None
     text = line.strip()
     if text.startswith('{'):
         try:
@@ -190,7 +209,7 @@ def line_level(line):
     return None
 
 
-def count_log_levels(lines, sample_lines=5, sample_chars=500):
+def count_log_levels(lines, sample_lines=5, sample_chars=500, patterns=None):
     """Count ERROR / WARNING lines; keep the last few error and warning lines."""
     counts = dict(error=0, warning=0, lines=0)
     samples = dict(error=[], warning=[])
@@ -198,7 +217,7 @@ def count_log_levels(lines, sample_lines=5, sample_chars=500):
         if not line.strip():
             continue
         counts['lines'] += 1
-        level = line_level(line)
+        level = line_level(line, patterns)
         if level:
             counts[level] += 1
             samples[level].append(line.rstrip()[:sample_chars])
@@ -310,7 +329,7 @@ def gather_containers(backend, project):
     return dict(project=project, method=backend.method, items=items, error=None)
 
 
-def gather_logs(backend, containers, services, window_hours, sample_lines):
+def gather_logs(backend, containers, services, window_hours, sample_lines, patterns=None):
     since = f'{int(window_hours)}h'
     result = dict(window_hours=window_hours, method=backend.method, services={}, error=None)
     errors = []
@@ -329,7 +348,7 @@ def gather_logs(backend, containers, services, window_hours, sample_lines):
                 entry['read_error'] = short_error(exc)
                 errors.append('{}: {}'.format(service, entry['read_error']))
                 continue
-            counted = count_log_levels(lines, sample_lines)
+            counted = count_log_levels(lines, sample_lines, patterns=patterns)
             for key in ('error', 'warning', 'lines'):
                 entry[key] += counted[key]
             for key in ('error', 'warning'):

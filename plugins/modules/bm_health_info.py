@@ -83,6 +83,18 @@ options:
     description: Number of most recent ERROR and WARNING lines kept per service.
     type: int
     default: 5
+  log_error_pattern:
+    description:
+      - Python regular expression that marks an error line in the backend's own log format
+        (searched anywhere in the line; for example C(^\S+ \S+ ERR\b)).
+      - When this or O(log_warning_pattern) is set, only the two patterns decide; when both are
+        empty the level is detected automatically (a JSON C(level)/C(levelname)/C(severity) key,
+        C(level=error), or an upper-case C(ERROR)/C(WARNING)/C(CRITICAL)/C(FATAL) word).
+    type: str
+  log_warning_pattern:
+    description:
+      - Python regular expression that marks a warning line (tried after O(log_error_pattern)).
+    type: str
   docker_method:
     description:
       - How to talk to Docker. C(auto) uses the Docker SDK for Python when it is importable and
@@ -226,6 +238,8 @@ errors:
   elements: str
 '''
 
+import re
+
 from ansible.module_utils import bm_health
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.bm_common import (
@@ -254,6 +268,8 @@ def argument_spec():
         project_name=dict(type='str', default='backup-mgmt'),
         log_services=dict(type='list', elements='str', default=['backend', 'celery']),
         log_sample_lines=dict(type='int', default=5),
+        log_error_pattern=dict(type='str'),
+        log_warning_pattern=dict(type='str'),
         docker_method=dict(type='str', choices=['auto', 'sdk', 'cli'], default='auto'),
         docker_cli=dict(type='str', default='docker'),
         redis_service=dict(type='str', default='redis'),
@@ -276,6 +292,9 @@ class HealthGatherer:
         self._containers = None
         self.result = dict((name, None) for name in bm_health.SECTIONS)
         self.result['errors'] = []
+        # Checked in main(): a bad pattern fails the module before anything runs.
+        self.log_patterns = bm_health.level_patterns(self.params['log_error_pattern'],
+                                                     self.params['log_warning_pattern'])
 
     # -- helpers
     def docker(self):
@@ -342,9 +361,10 @@ class HealthGatherer:
         return result
 
     def logs(self):
+        p = self.params
         return bm_health.gather_logs(self.docker(), self.containers()['items'],
-                                     self.params['log_services'], self.params['window_hours'],
-                                     self.params['log_sample_lines'])
+                                     p['log_services'], p['window_hours'],
+                                     p['log_sample_lines'], self.log_patterns)
 
     def redis(self):
         p = self.params
@@ -366,8 +386,20 @@ class HealthGatherer:
         return self.result
 
 
+def check_patterns(module):
+    for name in ('log_error_pattern', 'log_warning_pattern'):
+        try:
+            bm_health.level_patterns(module.params[name])
+        except re.error as exc:
+            module.fail_json(msg=f'{name} is not a valid Python regular expression '
+                                 f'({exc}): {module.params[name]!r}. Fix the variable that sets '
+                                 'it (bm_backend_log_error_pattern / '
+                                 'bm_backend_log_warning_pattern).')
+
+
 def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    check_patterns(module)
     needs_db = 'jobs' in module.params['sections'] or (
         'storage' in module.params['sections'] and module.params['storage_targets'])
     if needs_db:

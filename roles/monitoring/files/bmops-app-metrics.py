@@ -24,8 +24,9 @@ import sys
 import tempfile
 import time
 
-# Kept equal to plugins/module_utils/bm_health.py (a unit test compares them),
-# with the psycopg parameters written as psql variables.
+# The reference app's queries, used when the configuration (bm_backend_*_sql)
+# has none; kept equal to plugins/module_utils/bm_health.py (a unit test
+# compares them). %(window_hours)s is filled in with Python's % (an integer).
 JOBS_SUMMARY_SQL = """
 SELECT count(*) AS total,
        count(*) FILTER (WHERE status = 'success') AS succeeded,
@@ -51,8 +52,23 @@ _LEVEL_MAP = {'critical': 'error', 'fatal': 'error', 'error': 'error', 'err': 'e
               'warning': 'warning', 'warn': 'warning'}
 
 
-def line_level(line):
+def level_patterns(error_pattern=None, warning_pattern=None):
+    """(error, warning) regexes of the backend's log format, or None (as bm_health)."""
+    if not error_pattern and not warning_pattern:
+        return None
+    return (re.compile(error_pattern) if error_pattern else None,
+            re.compile(warning_pattern) if warning_pattern else None)
+
+
+def line_level(line, patterns=None):
     """'error', 'warning' or None for one log line (as bm_health.line_level)."""
+    if patterns is not None:
+        error_re, warning_re = patterns
+        if error_re is not None and error_re.search(line):
+            return 'error'
+        if warning_re is not None and warning_re.search(line):
+            return 'warning'
+        return None
     text = line.strip()
     if text.startswith('{'):
         try:
@@ -162,7 +178,8 @@ def collect(cfg, now=None):
     db = by_service.get(cfg.get('db_service', 'db'))
     if db and db['running']:
         try:
-            sql = JOBS_SUMMARY_SQL % dict(window_hours=window)
+            sql = (cfg.get('jobs_summary_sql') or JOBS_SUMMARY_SQL) % dict(window_hours=window,
+                                                                            limit=20)
             total, succeeded, failed = (int(v or 0) for v in
                                         psql(db['id'], cfg['db_user'], cfg['db_name'], sql)[0])
             labels = dict(window_hours=window)
@@ -178,9 +195,11 @@ def collect(cfg, now=None):
         except (RuntimeError, OSError, subprocess.SubprocessError, ValueError,
                 IndexError) as exc:
             errors['jobs'] = str(exc)
+        storage_sql = cfg.get('storage_sql', STORAGE_SQL)
         try:
-            for name, path, capacity, used in psql(db['id'], cfg['db_user'], cfg['db_name'],
-                                                   STORAGE_SQL):
+            rows = psql(db['id'], cfg['db_user'], cfg['db_name'], storage_sql) \
+                if storage_sql else []
+            for name, path, capacity, used in rows:
                 value = percent(int(used or 0), int(capacity or 0))
                 if value is not None:
                     out.add('bmops_app_storage_used_percent', value,
@@ -205,7 +224,13 @@ def collect(cfg, now=None):
                     'Storage used, percent (targets and file systems).',
                     dict(kind='filesystem', name=path))
 
-    for service in cfg.get('log_services', []):
+    try:
+        patterns = level_patterns(cfg.get('log_error_pattern'), cfg.get('log_warning_pattern'))
+        log_services = cfg.get('log_services', [])
+    except re.error as exc:
+        errors['logs'] = f'bm_backend_log_error/warning_pattern is not a valid regex: {exc}'
+        log_services = []
+    for service in log_services:
         item = by_service.get(service)
         if not item:
             continue
@@ -213,7 +238,8 @@ def collect(cfg, now=None):
             proc = subprocess.run(['docker', 'logs', '--since', f'{window}h', item['id']],
                                   capture_output=True, text=True, timeout=120)
             lines = (proc.stdout + proc.stderr).splitlines()
-            count = sum(1 for line in lines if line.strip() and line_level(line) == 'error')
+            count = sum(1 for line in lines
+                        if line.strip() and line_level(line, patterns) == 'error')
             out.add('bmops_app_error_log_lines', count,
                     'ERROR log lines of the service in the window.',
                     dict(service=service, window_hours=window))

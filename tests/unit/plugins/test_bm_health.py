@@ -382,3 +382,41 @@ def test_jsonable():
              "l": (datetime.date(2026, 1, 2),)}
     assert jsonable(value) == {"d": 1.5, "i": 2, "b": "x", "t": 3.0,
                                "n": "2026-01-01T00:00:00+00:00", "l": ["2026-01-02"]}
+
+
+# ------------------------------------------------------- the backend's own log format
+@pytest.mark.parametrize(("line", "level"), [
+    ("2026-12-02 10:00:00 E disk gone", "error"),
+    ("2026-12-02 10:00:00 W slow", "warning"),
+    ("2026-12-02 10:00:00 I job ERROR-free", None),  # only the patterns decide
+    ('{"level": "error"}', None),
+])
+def test_line_level_with_patterns(line, level):
+    patterns = bm_health.level_patterns(r"^\S+ \S+ E\b", r"^\S+ \S+ W\b")
+    assert bm_health.line_level(line, patterns) == level
+
+
+def test_level_patterns_empty_is_the_automatic_detection():
+    assert bm_health.level_patterns("", "") is None
+    assert bm_health.level_patterns(None, None) is None
+    only_errors = bm_health.level_patterns("^E ", "")
+    assert bm_health.line_level("E x", only_errors) == "error"
+    assert bm_health.line_level("WARNING x", only_errors) is None
+
+
+def test_gather_logs_with_patterns():
+    containers = [{"id": "a", "name": "p-w-1", "service": "w"}]
+    backend = FakeDocker({"a": ["t0 E one", "t1 W two", "ERROR three"]})
+    patterns = bm_health.level_patterns(r"^\S+ E\b", r"^\S+ W\b")
+    logs = bm_health.gather_logs(backend, containers, ["w"], 24, 5, patterns)
+    assert logs["services"]["w"]["error"] == 1
+    assert logs["services"]["w"]["warning"] == 1
+
+
+def test_main_names_a_bad_pattern(module_exit):
+    with patch_module_args({"sections": ["logs"], "log_warning_pattern": "(unclosed"}), \
+            pytest.raises(FailJson) as exc:
+        bm_health_info.main()
+    msg = exc.value.args[0]["msg"]
+    assert "log_warning_pattern is not a valid Python regular expression" in msg
+    assert "bm_backend_log_warning_pattern" in msg

@@ -178,8 +178,8 @@ def contract_table() -> str:
         default = option.get("default")
         if option.get("no_log"):
             shown = "(secret, required)"
-        elif isinstance(default, str):
-            shown = f"`{default}`" if default else "(empty)"
+        elif isinstance(default, str):  # SQL on one line: a table row has no newline
+            shown = f"`{' '.join(default.split())}`" if default else "(empty)"
         else:
             shown = "`" + json.dumps(default) + "`"
         kind = option["type"] + (f" of {option['elements']}" if "elements" in option else "")

@@ -64,3 +64,63 @@ def test_no_jobs_leaves_the_rate_absent(monkeypatch):
                         else [])
     text, _ = tool.collect(dict(project="p", services=["db"], db_user="u", db_name="d"))
     assert "bmops_app_job_success_rate_percent{" not in text
+
+
+def test_the_shared_defaults_are_the_reference_sql():
+    """bm_backend_*_sql (the inventory's adapter) default to the reference app's queries."""
+    import yaml
+    from ansible.module_utils import bm_health
+    defaults = yaml.safe_load((ROOT / "roles/bmops_common/defaults/main.yml").read_text())
+
+    def words(sql):
+        return " ".join(sql.split())
+
+    assert words(defaults["bm_backend_jobs_summary_sql"]) == words(bm_health.JOBS_SUMMARY_SQL)
+    assert words(defaults["bm_backend_failed_jobs_sql"]) == words(bm_health.FAILED_JOBS_SQL)
+    assert words(defaults["bm_backend_storage_sql"]) == words(bm_health.STORAGE_SQL)
+
+
+PATTERNS = (r"^\S+ \S+ E\b", r"^\S+ \S+ W\b")
+
+
+@pytest.mark.parametrize("line", [
+    "2026-12-02 10:00:00 E disk gone", "2026-12-02 10:00:00 W slow", "2026-12-02 10:00:00 I ok",
+    "ERROR not this format", '{"level": "error"}', ""])
+def test_line_level_with_patterns_agrees_with_the_daily_check(line):
+    from ansible.module_utils import bm_health
+    assert tool.line_level(line, tool.level_patterns(*PATTERNS)) == \
+        bm_health.line_level(line, bm_health.level_patterns(*PATTERNS))
+
+
+def test_configured_queries_and_patterns_are_used(monkeypatch):
+    items = [dict(id="c1", service="worker", running=True, health=None, restarts=0),
+             dict(id="c2", service="db", running=True, health=None, restarts=0)]
+    monkeypatch.setattr(tool, "containers", lambda project: items)
+    seen = []
+
+    def fake_psql(container, user, db, sql):
+        seen.append(sql)
+        return [["4", "3", "1"]]
+
+    class Proc:
+        stdout = "x y E one\nx y I two\nERROR three\n"
+        stderr = "x y E four\n"
+
+    monkeypatch.setattr(tool, "psql", fake_psql)
+    monkeypatch.setattr(tool.subprocess, "run", lambda *a, **k: Proc())
+    cfg = dict(project="p", services=[], db_user="u", db_name="d", window_hours=6,
+               log_services=["worker"], jobs_summary_sql="SELECT %(window_hours)s FROM runs",
+               storage_sql="", log_error_pattern=PATTERNS[0], log_warning_pattern="")
+    text, errors = tool.collect(cfg, now=1)
+    assert errors == {}
+    assert seen == ["SELECT 6 FROM runs"]  # no storage query: the backend has none
+    assert 'bmops_app_job_success_rate_percent{window_hours="6"} 75.0' in text
+    assert 'bmops_app_error_log_lines{service="worker",window_hours="6"} 2' in text
+
+
+def test_a_bad_pattern_is_reported_not_fatal(monkeypatch):
+    monkeypatch.setattr(tool, "containers", lambda project: [])
+    cfg = dict(project="p", services=[], db_user="u", db_name="d", log_services=["x"],
+               log_error_pattern="(unclosed")
+    _text, errors = tool.collect(cfg, now=1)
+    assert "not a valid regex" in errors["logs"]
