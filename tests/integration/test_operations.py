@@ -107,7 +107,7 @@ def test_triage_crash_looping_backend_is_container_not_starting(ops):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             out = ops.sh("docker inspect -f '{{.RestartCount}} {{.State.Status}}' "
-                         "backup-mgmt-backend-1").stdout.split()
+                         "backup-backend").stdout.split()
             if int(out[0]) >= 2:
                 break
             time.sleep(1)
@@ -120,7 +120,7 @@ def test_triage_crash_looping_backend_is_container_not_starting(ops):
         assert doc["result"]["failing_services"][0] == "backend", doc["result"]
         verdict = next(v for v in doc["result"]["verdicts"]
                        if v["id"] == "container_not_starting")
-        assert any(e.startswith("backend (backup-mgmt-backend-1)") for e in verdict["evidence"])
+        assert any(e.startswith("backend (backup-backend)") for e in verdict["evidence"])
         assert any("JOB_FAILURE_RATIO" in e for e in verdict["evidence"]), verdict
         assert "playbooks/restart_services.yml -e restart_service=backend" in verdict["actions"]
     finally:
@@ -248,7 +248,7 @@ def started_at(stack, container: str) -> str:
 
 
 def test_restart_one_service_is_health_checked(ops):
-    before = started_at(ops, "backup-mgmt-backend-1")
+    before = started_at(ops, "backup-backend")
     result = ops.run("restart_services", extravars={"restart_service": "backend"})
     assert_ok(result)
     assert stats(result, "bmops_restart") == {"restarted": "backend", "started": "",
@@ -256,7 +256,7 @@ def test_restart_one_service_is_health_checked(ops):
                                               "ready_body": {"status": "ok",
                                                              "checks": {"db": "ok",
                                                                         "redis": "ok"}}}
-    assert started_at(ops, "backup-mgmt-backend-1") != before
+    assert started_at(ops, "backup-backend") != before
     assert json.loads(ops.sh(f"{TOOL} lock status").stdout)["free"] is True
 
 
@@ -299,13 +299,27 @@ def test_restart_waits_for_nobody_when_the_lock_is_held(ops):
         ops.sh(f"BMOPS_LOCK_TOKEN={token} {TOOL} lock release")
 
 
-def test_full_restart_down_up(ops):
+def container_id(stack, container: str) -> str:
+    return stack.sh(f"docker inspect -f '{{{{.Id}}}}' {container}").stdout.strip()
+
+
+def test_full_restart_down_up_keeps_the_logs(ops):
+    """The manual's full restart (down, up -d) recreates every container; the
+    logs of the removed ones stay in the journal (manual 5.1, 30 days)."""
+    old_backend = container_id(ops, "backup-backend")
     result = ops.run("restart_services", extravars={"restart_confirm_full": True})
     assert_ok(result)
     assert stats(result, "bmops_restart")["ready_status"] == 200
     states = ops.compose("ps", "--format", "{{.Service}} {{.Health}}").stdout.split("\n")
     assert sorted(s.split()[0] for s in states if s) == [
         "backend", "celery", "celery-beat", "db", "redis"]
+    assert container_id(ops, "backup-backend") != old_backend, "down/up did not recreate"
+    old_lines = ops.sh(f"journalctl CONTAINER_ID_FULL={old_backend} -o cat --no-pager").stdout
+    assert "starting backend" in old_lines, old_lines[-2000:]
+    by_name = ops.sh("journalctl -t backup-backend -o cat --no-pager").stdout
+    assert by_name.count("starting backend") >= 2, by_name[-2000:]
+    # the manual's command reads the running container's lines
+    assert "starting backend" in ops.sh("docker logs backup-backend 2>&1").stdout
 
 
 # ---------------------------------------------------------------- monthly maintenance
@@ -381,6 +395,8 @@ def test_restore_test_step(ops):
     steps = report(ops, "maintenance-latest.json")["steps"]
     assert steps["restore_test"]["rc"] == 0 and steps["restore_test"]["failed"] is False
     assert steps["logrotate"]["docker_log_issues"] == []
+    assert steps["logrotate"]["docker_log_config"]["type"] == "journald"
+    assert int(steps["logrotate"]["journal_keep_days"]) == 30
     assert json.loads(ops.sh(f"{TOOL} lock status").stdout)["free"] is True
 
 
@@ -438,7 +454,7 @@ def test_images_update_one_service_and_roll_back_a_broken_one(ops):
 def test_dr_drill_restores_into_a_fresh_stack_and_reports_rto_rpo(ops):
     # untagged, as the cron job's: the drill restores what a restore would pick
     ops.sh(f"{TOOL} backup >/dev/null")
-    live_started = started_at(ops, "backup-mgmt-backend-1")
+    live_started = started_at(ops, "backup-backend")
     result = ops.run("dr_drill")
     assert_ok(result)
     drill = stats(result, "bmops_dr_drill")
@@ -452,16 +468,16 @@ def test_dr_drill_restores_into_a_fresh_stack_and_reports_rto_rpo(ops):
     # the drill stack is gone, the live one untouched
     assert "backup-mgmt-drill" not in ops.sh("docker ps -a --format '{{.Names}}'").stdout
     assert ops.sh("test -e /opt/backup-mgmt-drill", check=False).returncode != 0
-    assert started_at(ops, "backup-mgmt-backend-1") == live_started
+    assert started_at(ops, "backup-backend") == live_started
     assert ops.ready_status() == 200
 
 
 def test_check_mode_changes_nothing(ops):
-    before = started_at(ops, "backup-mgmt-backend-1")
+    before = started_at(ops, "backup-backend")
     result = ops.run("restart_services", extravars={"restart_service": "backend"},
                      cmdline="--check")
     assert_ok(result)
-    assert started_at(ops, "backup-mgmt-backend-1") == before
+    assert started_at(ops, "backup-backend") == before
     level = ops.sh("cat /opt/backup-mgmt/run/log_level").stdout
     result = ops.run("log_level", extravars={"log_level": "DEBUG"}, cmdline="--check")
     assert_ok(result)

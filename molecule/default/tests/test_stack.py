@@ -34,9 +34,35 @@ def test_docker_is_active_and_enabled(host):
 
 def test_daemon_json_keeps_logs_and_live_restore(host):
     conf = json.loads(host.file("/etc/docker/daemon.json").content_string)
-    assert conf["log-driver"] == "json-file"
-    assert conf["log-opts"] == {"max-size": "50m", "max-file": "7"}
+    assert conf["log-driver"] == "journald"
+    assert conf["log-opts"] == {"tag": "{{.Name}}"}
     assert conf["live-restore"] is True
+
+
+def test_journal_keeps_container_logs_30_days_on_disk(host):
+    """Manual 5.1: application logs 30 days, by age (role docker_engine)."""
+    dropin = host.file("/etc/systemd/journald.conf.d/50-bmops.conf")
+    assert "MaxRetentionSec=30day" in dropin.content_string
+    assert "Storage=persistent" in dropin.content_string
+    assert host.file("/var/log/journal").is_directory
+    assert "MaxRetentionSec=30day" in host.check_output(
+        "systemd-analyze cat-config systemd/journald.conf")
+
+
+def test_every_container_logs_to_the_journal_under_its_name(host):
+    for c in _containers(host):
+        assert c["HostConfig"]["LogConfig"] == {"Type": "journald",
+                                                "Config": {"tag": "{{.Name}}"}}, c["Name"]
+
+
+def test_the_manuals_docker_logs_backup_backend_works(host):
+    """`docker logs backup-backend` (manual 3.2) and the journal read the same lines."""
+    host.check_output("curl -fsS -o /dev/null http://127.0.0.1:8000/health/live")
+    docker_logs = host.run("docker logs --tail 50 backup-backend")
+    assert docker_logs.rc == 0, docker_logs.stderr
+    assert (docker_logs.stdout + docker_logs.stderr).strip()
+    journal = host.check_output("journalctl -t backup-backend -n 5 -o cat --no-pager")
+    assert journal.strip()
 
 
 def test_dockerd_environment_dropin(host):
