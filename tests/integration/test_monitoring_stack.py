@@ -257,5 +257,6 @@ def test_app_host_down_is_a_p1_from_the_monitoring_host(mon, stack):
         assert alert["labels"]["severity"] == "P1"
         assert alert["labels"]["bm_host"] == stack.host
     finally:
-        hosts.up(stack.host)
+        # the same host comes back (hosts.up would recreate a stopped one fresh)
+        docker("start", stack.host)
         stack.wait_ready(240)
