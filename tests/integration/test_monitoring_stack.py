@@ -162,8 +162,17 @@ def test_converges_twice_without_change_and_check_mode_changes_nothing(mon):
 
 
 def test_every_target_is_up_and_no_secret_is_on_a_command_line(mon, stack):
-    mon.wait("every target up", lambda: (
-        (r := mon.query("up")) and len(r) >= 6 and all(x["value"][1] == "1" for x in r)), 90)
+    seen = {}
+
+    def all_up():
+        seen["up"] = {x["metric"].get("job"): x["value"][1] for x in mon.query("up") or []}
+        return len(seen["up"]) >= 6 and all(v == "1" for v in seen["up"].values())
+
+    try:
+        mon.wait("every target up", all_up, 120)
+    except AssertionError as exc:  # say which target, and why Prometheus thinks so
+        targets = mon.sh("curl -s http://127.0.0.1:9090/api/v1/targets").stdout[-3000:]
+        raise AssertionError(f"{exc}: up = {seen.get('up')}; targets: {targets}") from None
     ps = stack.sh("ps -eo args").stdout
     assert "demo-only" not in ps  # the demo passwords
     modes = stack.sh("stat -c '%a %n' /etc/default/prometheus-postgres-exporter "
