@@ -61,7 +61,7 @@ unit: setup  ## pytest unit tests (pure logic, no servers)
 	$(BIN)/pytest tests/unit
 
 integration: images  ## pytest integration tests against real servers in Docker
-	$(BIN)/pytest tests/integration
+	$(BIN)/pytest tests/integration --durations=30
 
 molecule: images  ## Molecule scenarios on the systemd host: converge, idempotence, verify
 	@for s in $(SCENARIOS); do \
