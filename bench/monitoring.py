@@ -79,8 +79,13 @@ def setup():
     it.docker("exec", "-d", tm.MON_HOST, "python3", "-c", tm.HOOK_SERVER)
     stack = it.Stack(it.STACK_HOST, inv, work)
     stack.wait_ready(240)
-    mon.wait("every target up", lambda: (r := mon.query("up")) and all(
-        x["value"][1] == "1" for x in r), 180)
+    try:
+        mon.wait("every target up", lambda: (r := mon.query("up")) and all(
+            x["value"][1] == "1" for x in r), 300)
+    except AssertionError as exc:  # name the target and Prometheus's reason
+        down = [(t["labels"].get("job"), t.get("lastError")) for t in
+                mon.api("/api/v1/targets")["activeTargets"] if t.get("health") != "up"]
+        raise SystemExit(f"{exc}: down: {down}") from None
     return stack, mon, sink
 
 
@@ -174,7 +179,8 @@ def write(results, detail, cpu_detail):
     text = re.sub(r"\n## Monitoring\n.*?(?=\n## |\Z)", "", text, flags=re.S)
     lines = [f"{k}: {v}" for k, v in results.items()]
     goals = [
-        ("P1 detection (backend down) <= 120 s", results["detection_latency_p1_seconds"], 120),
+        ("P1 detection (worst of backend and Redis down) <= 120 s",
+         results["detection_latency_p1_seconds"], 120),
         ("idle RSS <= 300 MiB", results["monitoring_idle_rss_mib"], 300),
         ("idle CPU <= 2 % of one core", results["monitoring_idle_cpu_percent"], 2),
     ]
@@ -217,7 +223,7 @@ def main():
                       via="mail")
         to_production(stack, mon)
         rss, cpu, detail, cpu_detail = idle_cost(stack)
-        results = {"detection_latency_p1_seconds": round(p1),
+        results = {"detection_latency_p1_seconds": round(max(p1, redis)),  # the worst P1
                    "detection_latency_redis_seconds": round(redis),
                    "detection_latency_backup_seconds": round(backup),
                    "monitoring_idle_rss_mib": round(rss),
