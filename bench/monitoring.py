@@ -51,9 +51,6 @@ SHORT_INTERVALS = ("monitoring_scrape_interval", "monitoring_evaluation_interval
                    "monitoring_group_interval", "monitoring_for_default",
                    "monitoring_app_metrics_interval")
 OUT = ROOT / "BENCHMARKS.md"
-PROCS = ("prometheus", "prometheus-alertmanager", "prometheus-node-exporter",
-         "prometheus-blackbox-exporter", "prometheus-postgres-exporter",
-         "prometheus-redis-exporter")
 
 
 def setup():
@@ -70,7 +67,6 @@ def setup():
     sink = it.SmtpSink(it.SMTP_NAME, ip)
     work = Path(os.environ.get("BMOPS_BENCH_WORK", "/tmp/bmops-bench-mon"))
     inv = work / "inventory"
-    inv.mkdir(parents=True, exist_ok=True)
     write_inventory(inv, tm.inventory_text(ip))
     result = it.run_playbook("site", inv, work / f"site-{int(time.time())}")
     if result.rc != 0:

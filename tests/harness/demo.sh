@@ -2,8 +2,9 @@
 # SPDX-License-Identifier: Apache-2.0
 # `make demo`: the main job on a local demo stack.
 #
-# 1. start the managed host container `bmops-demo` (reused while it runs; a stopped one is recreated fresh) (Debian 13,
-#    systemd; the flags of the shared Molecule platform, tests/harness/hosts.py);
+# 1. start the managed host container `bmops-demo` (Debian 13, systemd; the
+#    flags of the shared Molecule platform, tests/harness/hosts.py): reused
+#    while it runs, recreated fresh when it is stopped;
 # 2. deploy: playbooks/site.yml with inventory/demo (Docker Engine, the Compose
 #    stack from the image archives, nginx, verified backups on cron);
 # 3. run the daily check through ansible-runner, as AWX would (python -m bmops);
