@@ -18,6 +18,12 @@ BMOPS_BENCH_WORK (default /tmp/bmops-bench), BMOPS_BENCH_SCALE (pgbench scale, 7
 BMOPS_BENCH_DOCS (rows of the extra text/jsonb table, 500000), BMOPS_BENCH_REPEAT
 (repetitions of short measurements, 3), BMOPS_BENCH_PARTS (for debugging: a
 comma list of site,daily,backup,restore,playbook; BENCHMARKS.md needs them all).
+
+One file of three parts (measurement: ``measure``/``Cgroup``/``interleaved``; the
+arms: ``bench_*``; the report: ``render``) that share the module-level host, cgroup
+and result state. ``render`` (about 190 lines) is the part to move out first, into
+a module that takes the saved results; that split needs a full bench run to check
+and is not done yet.
 """
 
 from __future__ import annotations
