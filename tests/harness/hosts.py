@@ -34,8 +34,45 @@ def platform() -> dict:
     return config["platforms"][0]
 
 
-def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check)
+class DockerError(subprocess.CalledProcessError):
+    """A failed docker command; unlike its parent, it prints what docker said."""
+
+    def __str__(self) -> str:
+        said = (self.stderr or "").strip()[-2000:]
+        return f"{super().__str__()}\n--- docker said:\n{said}"
+
+
+# runc sometimes cannot start an exec'd process on a loaded machine ("read init-p:
+# connection reset by peer", "error executing setns process"): the runtime failed,
+# not the command.  A stopped container or a missing file is not retried: it lasts.
+_RUNTIME_FLAKE = "OCI runtime exec failed"
+_LASTING = ("stopped container", "not running", "no such file or directory")
+EXEC_ATTEMPTS = 3
+
+
+def _runtime_flake(proc: subprocess.CompletedProcess) -> bool:
+    err = (proc.stderr or "").lower()
+    return (proc.returncode == 126 and _RUNTIME_FLAKE.lower() in err
+            and not any(word in err for word in _LASTING))
+
+
+def docker(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    """Run docker ARGS; with CHECK, a failure raises DockerError naming its stderr.
+
+    An exec the runtime could not start is tried again (at most EXEC_ATTEMPTS times in
+    all), saying so on stderr: the command itself never ran, so nothing runs twice.
+    """
+    for attempt in range(1, EXEC_ATTEMPTS + 1):
+        proc = subprocess.run(["docker", *args], capture_output=True, text=True, **kw)
+        if not (args and args[0] == "exec" and _runtime_flake(proc)) \
+                or attempt == EXEC_ATTEMPTS:
+            break
+        print(f"docker exec: the runtime did not start the process (attempt {attempt}), "
+              f"trying again: {proc.stderr.strip()[-300:]}", file=sys.stderr)
+        time.sleep(attempt)
+    if check and proc.returncode != 0:
+        raise DockerError(proc.returncode, proc.args, proc.stdout, proc.stderr)
+    return proc
 
 
 def _volume_name(name: str, path: str) -> str:

@@ -35,8 +35,7 @@ KEEP = os.environ.get("BMOPS_KEEP") == "1"
 DEMO_VAULT = ROOT / "inventory" / "demo" / "group_vars" / "bm_app" / "vault.yml"
 
 
-def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check)
+docker = hosts.docker  # one helper: its errors say what docker printed
 
 
 def require_image(image: str) -> None:

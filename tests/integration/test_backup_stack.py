@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import hosts
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +43,7 @@ PROM_FILE = "/var/lib/prometheus/node-exporter/bmops_backup.prom"
 
 
 def docker(*args: str, check: bool = False, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check, **kw)
+    return hosts.docker(*args, check=check, **kw)
 
 
 def tool(stack, *args: str, env: dict | None = None) -> tuple[int, dict, str]:
