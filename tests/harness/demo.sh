@@ -8,7 +8,8 @@
 # 2. deploy: playbooks/site.yml with inventory/demo (Docker Engine, the Compose
 #    stack from the image archives, nginx, verified backups on cron);
 # 3. run the daily check through ansible-runner, as AWX would (python -m bmops);
-# 4. show the report and copy it to ./reports/demo/;
+# 4. show the report (it links to Prometheus's and Alertmanager's alerts) and
+#    copy it to ./reports/demo/;
 # 5. say where Prometheus and Alertmanager answer (role monitoring).
 #
 # Needs the Docker engine and the images (`make images` does both).

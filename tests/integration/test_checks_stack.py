@@ -55,6 +55,19 @@ def test_daily_check_healthy_stack_passes(stack, smtp_sink):
     prom = stack.sh("cat /var/lib/prometheus/node-exporter/bmops_daily.prom").stdout
     assert "# TYPE" in prom
     assert smtp_sink.messages() == []  # nothing breached: no mail
+    # the report links to where the same things are watched continuously (single-host
+    # layout: Prometheus and Alertmanager on 127.0.0.1 of the app host), and they answer
+    links = {link["name"]: link["url"] for link in data["links"]}
+    assert links == {"Prometheus alerts": "http://127.0.0.1:9090/alerts",
+                     "Alertmanager": "http://127.0.0.1:9093/#/alerts"}, links
+    markdown = stack.sh("cat /var/lib/bmops/reports/daily-latest.md").stdout
+    html = stack.sh("cat /var/lib/bmops/reports/daily-latest.html").stdout
+    for name, url in links.items():
+        assert f"[{name}]({url})" in markdown and f'<a href="{url}">' in html
+        code = stack.sh(f"curl -s -o /dev/null -w '%{{http_code}}' '{url.split('#')[0]}'",
+                        check=False).stdout
+        assert code == "200", (url, code)
+    assert "ssh -L 9090:127.0.0.1:9090" in markdown
 
 
 def test_daily_check_redis_down_fails_naming_ready(stack, smtp_sink):
