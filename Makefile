@@ -66,7 +66,7 @@ integration: images  ## pytest integration tests against real servers in Docker
 molecule: images  ## Molecule scenarios on the systemd host: converge, idempotence, verify
 	@for s in $(SCENARIOS); do \
 	  echo "=== molecule test -s $$s"; \
-	  $(BIN)/molecule test -s $$s; \
+	  $(BIN)/molecule test -s $$s || exit 1; \
 	done
 
 test:  ## everything CI runs, in order, stopping at the first failure
