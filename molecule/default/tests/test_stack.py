@@ -80,6 +80,14 @@ def test_five_services_running_and_healthy(host):
         assert st["Health"]["Status"] == "healthy", service
 
 
+def test_health_checks_run_every_two_seconds_while_starting(host):
+    # app_stack_healthcheck_start_interval: a ready service is healthy within seconds
+    for c in _containers(host):
+        check = c["Config"]["Healthcheck"]
+        assert check["StartInterval"] == 2_000_000_000, c["Name"]
+        assert check["Interval"] == 10_000_000_000 and check["StartPeriod"] == 30_000_000_000
+
+
 def test_restart_policies(host):
     for c in _containers(host):
         assert c["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
