@@ -67,7 +67,7 @@ def setup():
     sink = it.SmtpSink(it.SMTP_NAME, ip)
     work = Path(os.environ.get("BMOPS_BENCH_WORK", "/tmp/bmops-bench-mon"))
     inv = work / "inventory"
-    write_inventory(inv, tm.inventory_text(ip))
+    it.write_inventory_text(inv, tm.inventory_text(ip))
     result = it.run_playbook("site", inv, work / f"site-{int(time.time())}")
     if result.rc != 0:
         raise SystemExit("site.yml did not converge:\n" + result.stdout[-3000:])
@@ -85,20 +85,13 @@ def setup():
     return stack, mon, sink
 
 
-def write_inventory(inv: Path, text: str) -> None:
-    inv.mkdir(parents=True, exist_ok=True)
-    (inv / "hosts.yml").write_text(text, encoding="utf-8")
-    if not (inv / "group_vars").exists():
-        (inv / "group_vars").symlink_to(ROOT / "inventory" / "demo" / "group_vars")
-
-
 def to_production(stack, mon):
     """Re-run site.yml (monitoring tags) without the test's short intervals."""
     text = (mon.inventory / "hosts.yml").read_text(encoding="utf-8")
     prod = "\n".join(line for line in text.splitlines()
                       if line.strip().split(":")[0] not in SHORT_INTERVALS) + "\n"
     inv = mon.inventory.parent / "inventory-production"
-    write_inventory(inv, prod)
+    it.write_inventory_text(inv, prod)
     result = it.run_playbook("site", inv, mon.workdir / f"prod-{int(time.time())}",
                              tags=tm.TAGS)
     if result.rc != 0:

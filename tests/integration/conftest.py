@@ -161,20 +161,24 @@ class Stack:
         return proc.stdout.strip()
 
 
-def write_inventory(directory: Path, host: str) -> Path:
-    """An inventory for HOST that reuses the demo group_vars (one source)."""
+def write_inventory_text(directory: Path, hosts_yml: str) -> Path:
+    """An inventory of HOSTS_YML that reuses the demo group_vars (one source)."""
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "hosts.yml").write_text(
-        "all:\n  children:\n    bm_app:\n      hosts:\n"
-        f"        {host}:\n"
-        "          ansible_connection: community.docker.docker\n"
-        "          ansible_python_interpreter: /usr/bin/python3\n",
-        encoding="utf-8",
-    )
+    (directory / "hosts.yml").write_text(hosts_yml, encoding="utf-8")
     link = directory / "group_vars"
     if not link.exists():
         link.symlink_to(ROOT / "inventory" / "demo" / "group_vars")
     return directory
+
+
+def write_inventory(directory: Path, host: str) -> Path:
+    """An inventory for HOST alone, reached through the Docker API."""
+    return write_inventory_text(
+        directory,
+        "all:\n  children:\n    bm_app:\n      hosts:\n"
+        f"        {host}:\n"
+        "          ansible_connection: community.docker.docker\n"
+        "          ansible_python_interpreter: /usr/bin/python3\n")
 
 
 @pytest.fixture(scope="session")

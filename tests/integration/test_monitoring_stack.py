@@ -18,7 +18,7 @@ import time
 import urllib.parse
 
 import pytest
-from conftest import KEEP, STACK_HOST, docker, hosts, run_playbook
+from conftest import KEEP, STACK_HOST, docker, hosts, run_playbook, write_inventory_text
 
 MON_HOST = f"{STACK_HOST}-prom"
 HOOK_PORT = 9099
@@ -135,11 +135,7 @@ def mon(stack, smtp_sink, it_network, tmp_path_factory):
     except hosts.HostError as exc:
         pytest.fail(str(exc), pytrace=False)
     workdir = tmp_path_factory.mktemp("mon")
-    inv = workdir / "inventory"
-    inv.mkdir()
-    (inv / "hosts.yml").write_text(inventory_text(smtp_sink.ip), encoding="utf-8")
-    from conftest import ROOT
-    (inv / "group_vars").symlink_to(ROOT / "inventory" / "demo" / "group_vars")
+    inv = write_inventory_text(workdir / "inventory", inventory_text(smtp_sink.ip))
     m = Mon(inv, workdir, smtp_sink)
     result = m.converge()
     if result.rc != 0:
