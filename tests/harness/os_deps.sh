@@ -11,6 +11,8 @@ command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 command -v zstd >/dev/null 2>&1 || need+=(zstd)
 command -v make >/dev/null 2>&1 || need+=(make)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+# ansible-rulebook (the rule tests of extensions/eda) runs on a Java 17+ runtime
+java -version 2>&1 | grep -qE 'version "(1[7-9]|[2-9][0-9])' || need+=(openjdk-17-jre-headless)
 
 if ((${#need[@]} > 0)); then
   if [[ $(id -u) -ne 0 ]]; then
