@@ -11,6 +11,9 @@ the P1 rules stays), starts a webhook receiver, then measures:
 
 - detection latency: fault -> notification in the sink, for backend down (P1,
   webhook), Redis down (P1, webhook) and a failed backup (P2, mail);
+- first response (issue 22): backend down -> the triage mail of
+  playbooks/respond_alert.yml in the sink, with ansible-rulebook
+  (extensions/eda/rulebooks/bmops.yml) run as the service runs it;
 - idle cost at the production intervals (the role's defaults: scrape and
   evaluation every 15 s, bmops-app-metrics every minute; site.yml re-run with
   the monitoring tags and without the test overrides): RSS and CPU of
@@ -21,7 +24,8 @@ the P1 rules stays), starts a webhook receiver, then measures:
 
 Writes the machine-readable lines into BENCHMARKS.md (section "Monitoring"):
 detection_latency_p1_seconds, detection_latency_redis_seconds,
-detection_latency_backup_seconds, monitoring_idle_rss_mib, monitoring_idle_cpu_percent.
+detection_latency_backup_seconds, fault_to_triage_mail_seconds, monitoring_idle_rss_mib,
+monitoring_idle_cpu_percent.
 
 Environment: BMOPS_BENCH_MON_APP (bmops-bench-mon), BMOPS_KEEP=1 keeps the hosts.
 """
@@ -67,11 +71,14 @@ def setup():
     sink = it.SmtpSink(it.SMTP_NAME, ip)
     work = Path(os.environ.get("BMOPS_BENCH_WORK", "/tmp/bmops-bench-mon"))
     inv = work / "inventory"
-    it.write_inventory_text(inv, tm.inventory_text(ip))
+    gateway = it.docker("network", "inspect", "-f", "{{(index .IPAM.Config 0).Gateway}}",
+                        it.NETWORK).stdout.strip()
+    it.write_inventory_text(inv, tm.inventory_text(ip, gateway, str(work / "eda-state.json")))
     result = it.run_playbook("site", inv, work / f"site-{int(time.time())}")
     if result.rc != 0:
         raise SystemExit("site.yml did not converge:\n" + result.stdout[-3000:])
     mon = tm.Mon(inv, work, sink)
+    mon.gateway = gateway
     it.docker("exec", "-d", tm.MON_HOST, "python3", "-c", tm.HOOK_SERVER)
     stack = it.Stack(it.STACK_HOST, inv, work)
     stack.wait_ready(240)
@@ -145,6 +152,24 @@ def proc_stats(host):
     return stats
 
 
+def first_response(stack, mon, sink):
+    """Backend down -> the first-response triage mail in the sink (seconds)."""
+    responder = tm.Responder(mon, mon.workdir / f"eda-{int(time.time())}")
+    try:
+        mon.clear()
+        start = time.monotonic()
+        stack.compose("stop", "backend")
+        try:
+            mon.wait("the triage mail", lambda: tm.first_response_mails(
+                sink, must=("backend", "Triage (read-only")), 300)
+            return time.monotonic() - start
+        finally:
+            stack.compose("start", "backend")
+            stack.wait_ready()
+    finally:
+        responder.stop()
+
+
 def idle_cost(stack):
     """RSS (MiB) and CPU (% of one core) of the monitoring at rest, both hosts."""
     hz = 100
@@ -170,6 +195,8 @@ def write(results, detail, cpu_detail):
     goals = [
         ("P1 detection (worst of backend and Redis down) <= 120 s",
          results["detection_latency_p1_seconds"], 120),
+        ("fault -> triage mail, nobody at the keyboard <= 180 s",
+         results["fault_to_triage_mail_seconds"], 180),
         ("idle RSS <= 300 MiB", results["monitoring_idle_rss_mib"], 300),
         ("idle CPU <= 2 % of one core", results["monitoring_idle_cpu_percent"], 2),
     ]
@@ -179,7 +206,10 @@ def write(results, detail, cpu_detail):
                "group_wait 2 s for P1, the P1 rules' `for: 1m` as in production). "
                "Latency = fault injected -> notification stored by the sink (webhook for P1, "
                "mail for the backup; the backup's P2 rule waits the test's `for: 10s`, "
-               "production waits 5 minutes more). Idle cost at the production intervals "
+               "production waits 5 minutes more). First response = backend stopped -> "
+               "the triage mail of playbooks/respond_alert.yml (run by ansible-rulebook "
+               "through Alertmanager's webhook) stored by the SMTP sink. "
+               "Idle cost at the production intervals "
                "(scrape and evaluation every 15 s, bmops-app-metrics every minute), "
                f"summed over both hosts, from /proc ({IDLE} s window) plus the timer's "
                "runs.", "", *lines, "",
@@ -193,7 +223,7 @@ def write(results, detail, cpu_detail):
 
 
 def main():
-    stack, mon, _sink = setup()
+    stack, mon, sink = setup()
     try:
         p1 = fire(mon, "BmReadyNotOK", lambda: stack.compose("stop", "backend"),
                   lambda: (stack.compose("start", "backend"), stack.wait_ready()))
@@ -210,11 +240,13 @@ def main():
                           "exec", stack.host, "/usr/local/sbin/bmops-backup", "backup",
                           check=False)),
                       via="mail")
+        triage = first_response(stack, mon, sink)
         to_production(stack, mon)
         rss, cpu, detail, cpu_detail = idle_cost(stack)
         results = {"detection_latency_p1_seconds": round(max(p1, redis)),  # the worst P1
                    "detection_latency_redis_seconds": round(redis),
                    "detection_latency_backup_seconds": round(backup),
+                   "fault_to_triage_mail_seconds": round(triage),
                    "monitoring_idle_rss_mib": round(rss),
                    "monitoring_idle_cpu_percent": round(cpu, 2)}
         write(results, detail, cpu_detail)

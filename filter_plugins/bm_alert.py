@@ -102,7 +102,7 @@ def alert_response(state, event, action, now, host_interval=600, remediations=No
         out['thread'] = known['thread'] if known else _thread_id(fingerprint, starts_at)
         out['reply'] = known is not None
         out['reason'] = ('resolved: noted in the thread of its triage' if known
-                         else 'resolved: it was not triaged here (noted on its own)')
+                         else 'resolved: it was not triaged here (nothing to note)')
         alerts.pop(fingerprint, None)
         return out
     if known and known.get('starts_at') == starts_at:

@@ -7,18 +7,31 @@ exporters (site.yml, monitoring tags only). Faults are real: the backend is
 stopped, a backup fails, the whole app host container is stopped; the alerts
 must reach the SMTP sink and a webhook receiver (an HTTP server on the
 monitoring host that keeps each POST as a file).
+
+The first response (issue 22): ansible-rulebook runs extensions/eda/rulebooks/bmops.yml
+on the controller side (here the test controller, listening on the test
+network's gateway); Alertmanager posts P1/P2 alerts to it and, with nobody at
+the keyboard, playbooks/respond_alert.yml triages the host and mails the report.
 """
 
 from __future__ import annotations
 
 import email.header
+import http.server
 import json
+import os
+import secrets
+import socket
 import subprocess
+import sys
+import threading
 import time
 import urllib.parse
+from pathlib import Path
 
 import pytest
-from conftest import KEEP, STACK_HOST, docker, hosts, run_playbook, write_inventory_text
+import yaml
+from conftest import KEEP, ROOT, STACK_HOST, docker, hosts, run_playbook, write_inventory_text
 
 MON_HOST = f"{STACK_HOST}-prom"
 HOOK_PORT = 9099
@@ -40,11 +53,37 @@ http.server.HTTPServer(('127.0.0.1', {HOOK_PORT}), H).serve_forever()
 """
 
 
-def inventory_text(smtp_ip: str) -> str:
+EDA_TOKEN = secrets.token_urlsafe(24)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+EDA_PORT = _free_port()
+SHORT_PORT = _free_port()
+
+
+def inventory_text(smtp_ip: str, gateway: str, state_file: str) -> str:
     return f"""all:
   vars:
     ansible_connection: community.docker.docker
     ansible_python_interpreter: /usr/bin/python3
+    # the first response (playbooks/respond_alert.yml, run by ansible-rulebook)
+    alert_response_mail_to: [oncall@backup-mgmt.demo.test]
+    alert_response_mail_host: {smtp_ip}
+    alert_response_mail_port: 25
+    alert_response_mail_secure: never
+    alert_response_webhooks:
+      - name: chat
+        url: http://127.0.0.1:{SHORT_PORT}/short
+    alert_response_state_file: {state_file}
+    alert_response_host_interval: 20
+    alert_response_remediations:
+      - alertname: BmContainerDown
+        service: celery
     # short intervals for the tests; the manual's one minute for P1 stays
     monitoring_scrape_interval: 5s
     monitoring_evaluation_interval: 5s
@@ -57,6 +96,9 @@ def inventory_text(smtp_ip: str) -> str:
     bm_app:
       hosts:
         {STACK_HOST}: {{}}
+    bm_eda:
+      hosts:
+        {MON_HOST}: {{}}
     bm_monitoring:
       hosts:
         {MON_HOST}: {{}}
@@ -70,6 +112,8 @@ def inventory_text(smtp_ip: str) -> str:
         monitoring_pager_webhooks:
           - name: pager
             url: http://127.0.0.1:{HOOK_PORT}/hook
+        bm_eda_url: http://{gateway}:{EDA_PORT}/endpoint
+        bm_eda_token: {EDA_TOKEN}
 """
 
 
@@ -135,8 +179,12 @@ def mon(stack, smtp_sink, it_network, tmp_path_factory):
     except hosts.HostError as exc:
         pytest.fail(str(exc), pytrace=False)
     workdir = tmp_path_factory.mktemp("mon")
-    inv = write_inventory_text(workdir / "inventory", inventory_text(smtp_sink.ip))
+    gateway = docker("network", "inspect", "-f", "{{(index .IPAM.Config 0).Gateway}}",
+                     it_network).stdout.strip()
+    inv = write_inventory_text(workdir / "inventory", inventory_text(
+        smtp_sink.ip, gateway, str(workdir / "eda-state.json")))
     m = Mon(inv, workdir, smtp_sink)
+    m.gateway = gateway
     result = m.converge()
     if result.rc != 0:
         pytest.fail("site.yml (monitoring) did not converge:\n" + result.stdout[-5000:],
@@ -205,8 +253,88 @@ def test_every_dashboard_panel_query_returns_series(mon, stack):
     assert not failures, "\n".join(failures)
 
 
-def test_backend_down_pages_and_mails_p1_then_resolves(mon, stack, smtp_sink):
+class Responder:
+    """ansible-rulebook as the bmops-eda service runs it, plus a receiver of the short posts."""
+
+    def __init__(self, mon, workdir):
+        self.short: list[dict] = []
+        self.log = workdir / "rulebook.log"
+        (workdir / "eda-vars.yml").write_text(
+            f"bmops_eda_listen_address: {mon.gateway}\nbmops_eda_port: {EDA_PORT}\n")
+        env = dict(os.environ, BMOPS_EDA_TOKEN=EDA_TOKEN, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
+                   PATH=f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}")
+        self.proc = subprocess.Popen(
+            [os.path.join(os.path.dirname(sys.executable), "ansible-rulebook"),
+             "-r", "extensions/eda/rulebooks/bmops.yml", "-i", str(mon.inventory),
+             "--vars", str(workdir / "eda-vars.yml"), "--env-vars", "BMOPS_EDA_TOKEN", "-v"],
+            cwd=ROOT, env=env, stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
+        short = self.short
+
+        class Short(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                short.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.HTTPServer(("127.0.0.1", SHORT_PORT), Short)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                socket.create_connection((mon.gateway, EDA_PORT), timeout=1).close()
+                break
+            except OSError as exc:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError("ansible-rulebook does not listen:\n"
+                                         + self.text()) from exc
+                time.sleep(1)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")[-6000:]
+
+    def stop(self):
+        self.server.shutdown()
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture(scope="module")
+def responder(mon, tmp_path_factory):
+    r = Responder(mon, tmp_path_factory.mktemp("eda"))
+    yield r
+    r.stop()
+
+
+def first_response_mails(sink, must=(), reply=False):
+    """The first-response mails (respond_alert.yml) whose body has every string of MUST."""
+    found = []
+    for m in sink.messages():
+        subj = subject(m)
+        if "first response" not in subj or subj.startswith("Re: ") != reply:
+            continue
+        body = m.get_payload(decode=True) if not m.is_multipart() else \
+            m.get_payload()[0].get_payload(decode=True)
+        text = body.decode("utf-8", "replace")
+        if all(s in text for s in must):
+            found.append((m, text))
+    return found
+
+
+def running(stack, service) -> bool:
+    out = stack.compose("ps", "--status", "running", "--format", "{{.Service}}", check=False)
+    return service in out.stdout.split()
+
+
+def test_backend_down_pages_mails_and_is_triaged_with_nobody_at_the_keyboard(
+        mon, stack, smtp_sink, responder):
     mon.clear()
+    responder.short.clear()
     started = time.monotonic()
     stack.compose("stop", "backend")
     try:
@@ -222,6 +350,21 @@ def test_backend_down_pages_and_mails_p1_then_resolves(mon, stack, smtp_sink):
                                                              "FIRING"), 120)[0]
         assert subject(mail).startswith("[P1 至急] FIRING BmReadyNotOK")
         print(f"detection_latency_p1_seconds: {latency:.0f}")
+        # the first response (issue 22): triage mailed by ansible-rulebook's playbook
+        try:
+            triage, text = mon.wait("the triage mail", lambda: first_response_mails(
+                smtp_sink, must=("backend", "Last log lines", "Triage (read-only")), 240)[0]
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- ansible-rulebook:\n{responder.text()}") from None
+        print(f"fault_to_triage_mail_seconds: {time.monotonic() - started:.0f}")
+        assert stack.host in subject(triage) and "P1" in subject(triage)
+        assert triage["References"].startswith("<bmops-alert-")
+        assert "started firing" in text  # the postmortem draft's timeline starts with the alert
+        assert "Remediation: none" in text  # not enabled for the backend
+        short = mon.wait("the short post", lambda: [h for h in responder.short
+                                                    if h["status"] == "firing"], 60)[0]
+        assert short["host"] == stack.host and short["severity"] == "P1"
+        assert "triage" in short["text"]
     finally:
         stack.compose("start", "backend")
     stack.wait_ready()
@@ -229,6 +372,12 @@ def test_backend_down_pages_and_mails_p1_then_resolves(mon, stack, smtp_sink):
              120)
     assert mon.wait("the resolved webhook",
                     lambda: hooks_about(mon, "BmReadyNotOK", "resolved"), 60)
+    thread = triage["References"]
+    assert mon.wait("the resolved note in the same thread", lambda: [
+        m for m, _ in first_response_mails(smtp_sink, must=("RESOLVED",), reply=True)
+        if m["In-Reply-To"] == thread], 180)
+    log = responder.text() + "".join(t for _, t in first_response_mails(smtp_sink))
+    assert EDA_TOKEN not in log and "demo-only" not in log
 
 
 def test_failed_backup_fires_p2(mon, stack, smtp_sink):
@@ -250,6 +399,104 @@ def test_failed_backup_fires_p2(mon, stack, smtp_sink):
     assert subject(mail).startswith("[P2] FIRING BmBackupFailed")
     stack.wait_ready()
     assert docker("exec", stack.host, "/usr/local/sbin/bmops-backup", "backup").returncode == 0
+
+
+def test_a_stopped_celery_worker_is_started_once_then_left_to_a_person(mon, stack, smtp_sink,
+                                                                        responder):
+    smtp_sink.clear()
+    stack.compose("stop", "celery")
+    try:
+        mon.wait("the remediation mail", lambda: first_response_mails(
+            smtp_sink, must=("celery", "Remediation: started celery", "After the remediation")),
+            240)
+        assert running(stack, "celery")
+        mon.wait("the resolved note", lambda: first_response_mails(
+            smtp_sink, must=("RESOLVED", "BmContainerDown"), reply=True), 180)
+        smtp_sink.clear()
+        stack.compose("stop", "celery")  # again, within the hour
+        _, text = mon.wait("the refusal", lambda: first_response_mails(
+            smtp_sink, must=("celery", "refused", "already started by bmops")), 240)[0]
+        assert "After the remediation" not in text
+        assert not running(stack, "celery")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n--- ansible-rulebook:\n{responder.text()}") from None
+    finally:
+        stack.compose("start", "celery")
+    stack.wait_ready()
+
+
+def _eda_wheels(host: str, out) -> tuple[str, str]:
+    """The bmops wheel of this tree, and a wheelhouse for HOST's Python (cached)."""
+    import hashlib
+    import tomllib
+
+    wheel_dir = out / "dist"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                    "--no-build-isolation", "-w", str(wheel_dir), str(ROOT)], check=True)
+    wheel = next(wheel_dir.glob("bmops-*.whl"))
+    pyver = docker("exec", host, "python3", "-c",
+                   "import sys; print('%d.%d' % sys.version_info[:2])").stdout.strip()
+    pins = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    pins += yaml.safe_load((ROOT / "roles" / "eda_responder" / "defaults" / "main.yml")
+                           .read_text())["eda_responder_packages"]
+    key = hashlib.sha256(json.dumps([pyver, pins]).encode()).hexdigest()[:12]
+    house = Path(os.environ.get("BMOPS_CACHE", "/var/cache/bmops")) / "wheels" / f"eda-{key}"
+    if not (house / ".complete").exists():
+        platforms = [a for p in ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64",
+                                 "manylinux2014_x86_64", "linux_x86_64") for a in ("--platform", p)]
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:",
+                        "--python-version", pyver, "--implementation", "cp", *platforms,
+                        "-d", str(house), *pins], check=True)
+        (house / ".complete").touch()
+    return str(wheel), str(house)
+
+
+@pytest.fixture(scope="module")
+def eda_service(mon, tmp_path_factory):
+    """playbooks/eda_responder.yml on the monitoring host (group bm_eda)."""
+    workdir = tmp_path_factory.mktemp("eda-service")
+    wheel, house = _eda_wheels(MON_HOST, workdir)
+    extravars = {"eda_responder_bmops_wheel": wheel, "eda_responder_wheelhouse": house}
+    first = run_playbook("eda_responder", mon.inventory, workdir / "run1", extravars=extravars)
+    if first.rc != 0:
+        pytest.fail("eda_responder.yml did not converge:\n" + first.stdout[-5000:], pytrace=False)
+    return workdir, extravars
+
+
+def eda_post(mon, body: str, token: str | None) -> str:
+    auth = f"-H 'Authorization: Bearer {token}'" if token else ""
+    return mon.sh(f"curl -s -o /dev/null -w '%{{http_code}}' {auth} "
+                  "-H 'Content-Type: application/json' "
+                  f"--data-binary '{body}' http://127.0.0.1:5000/endpoint", check=False).stdout
+
+
+def test_the_first_response_service_runs_under_systemd_and_comes_back(mon, eda_service):
+    workdir, extravars = eda_service
+    second = run_playbook("eda_responder", mon.inventory, workdir / "run2", extravars=extravars)
+    assert second.rc == 0 and second.changed_tasks() == [], second.stdout[-3000:]
+    check = run_playbook("eda_responder", mon.inventory, workdir / "run3", extravars=extravars,
+                         cmdline="--check")
+    assert check.rc == 0 and check.changed_tasks() == [], check.stdout[-3000:]
+    mon.wait("bmops-eda listening", lambda: eda_post(mon, "{}", None) == "401", 120)
+    # the token: in a 0600 root file, on no command line, in no job event
+    assert mon.sh("stat -c '%a %U' /etc/bmops-eda/eda.env").stdout.split() == ["600", "root"]
+    assert EDA_TOKEN not in mon.sh("ps -eo args").stdout
+    assert all(EDA_TOKEN not in r.stdout for r in (second, check))
+    p3 = json.dumps({"status": "firing", "alerts": [{
+        "status": "firing", "fingerprint": "eda-p3", "startsAt": "2026-12-02T01:00:00Z",
+        "labels": {"alertname": "BmErrorLogLines", "severity": "P3", "bm_host": STACK_HOST}}]})
+    assert eda_post(mon, p3, EDA_TOKEN) == "200"
+    assert eda_post(mon, "{broken", EDA_TOKEN) == "400"
+    mon.wait("the P3 logged and ignored", lambda: "no first response for a P3/P4 alert" in
+             mon.sh("journalctl -u bmops-eda --no-pager -o cat", check=False).stdout, 60)
+    # killed: systemd starts it again
+    pid = mon.sh("systemctl show -p MainPID --value bmops-eda").stdout.strip()
+    mon.sh(f"kill -9 {pid}")
+    mon.wait("bmops-eda started again", lambda: mon.sh(
+        "systemctl show -p MainPID --value bmops-eda").stdout.strip() not in ("0", pid), 60)
+    mon.wait("bmops-eda listening again", lambda: eda_post(mon, "{}", None) == "401", 120)
+    assert EDA_TOKEN not in mon.sh("journalctl -u bmops-eda --no-pager -o cat",
+                                   check=False).stdout
 
 
 def test_app_host_down_is_a_p1_from_the_monitoring_host(mon, stack):

@@ -31,9 +31,9 @@ from helpers import ROOT
 from packaging.version import Version
 
 # What the wheel must carry (pyproject.toml, [tool.setuptools.package-data]):
-# ansible.cfg, the paths it names and the inventories, whole; nothing else.
+# ansible.cfg, the paths it names, the inventories and the rulebooks, whole; nothing else.
 SHIPPED_FILES = ("ansible.cfg", "requirements.yml")
-SHIPPED_DIRS = ("playbooks", "roles", "plugins", "filter_plugins", "inventory")
+SHIPPED_DIRS = ("playbooks", "roles", "plugins", "filter_plugins", "inventory", "extensions")
 # Left out of the copy: local state at the top of the tree, bytecode anywhere.
 TOP_IGNORE = {".git", ".venv", ".cache", ".pytest_cache", ".ruff_cache", "build", "dist",
               "reports", "bmops.egg-info"}

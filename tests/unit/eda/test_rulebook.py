@@ -30,14 +30,15 @@ RECORDER = """\
   hosts: localhost
   gather_facts: false
   tasks:
+    # appended whatever it holds: a duplicate action must show as a second line
     - name: Append one line
-      ansible.builtin.lineinfile:
-        path: "@OUT@"
-        create: true
-        mode: "0600"
+      ansible.builtin.shell:
+        cmd: printf '%s\\n' {{ line | quote }} >> "@OUT@"
+      vars:
         line: >-
           {{ {'action': respond_alert_action, 'fingerprint': ansible_eda.event.fingerprint,
               'severity': ansible_eda.event.labels.severity,
+              'starts': ansible_eda.event.startsAt,
               'host': ansible_eda.event.labels.bm_host} | to_json }}
 """
 
@@ -107,8 +108,8 @@ class Rulebook:
         raise AssertionError(f"no action for {fingerprint}:\n" + self.text()[-4000:])
 
 
-def alert(fingerprint, severity="P1", status="firing", **labels):
-    return {"status": status, "fingerprint": fingerprint, "startsAt": "2026-12-02T01:00:00Z",
+def alert(fingerprint, severity="P1", status="firing", starts="2026-12-02T01:00:00Z", **labels):
+    return {"status": status, "fingerprint": fingerprint, "startsAt": starts,
             "labels": {"alertname": "BmContainerDown", "severity": severity,
                        "bm_host": "app1", **labels},
             "annotations": {"summary": "Container of service backend on app1 is not running"}}
@@ -144,10 +145,13 @@ def test_each_event_runs_the_action_its_rule_names(rulebook):
     # a P2 firing, then the P1 resolved
     assert rulebook.post(group(alert("p2-a", severity="P2"))) == 200
     assert rulebook.post(group(alert("p1-a", status="resolved"), status="resolved")) == 200
+    # the same alert firing anew (a new start) is answered again
+    assert rulebook.post(group(alert("p1-a", starts="2026-12-02T01:20:00Z"))) == 200
     # rules run in order: when the last action is recorded, every event was handled
-    actions = _wait_count(rulebook, 3)
+    actions = _wait_count(rulebook, 4)
     assert [(a["action"], a["fingerprint"], a["severity"]) for a in actions] == [
-        ("firing", "p1-a", "P1"), ("firing", "p2-a", "P2"), ("resolved", "p1-a", "P1")]
+        ("firing", "p1-a", "P1"), ("firing", "p2-a", "P2"), ("resolved", "p1-a", "P1"),
+        ("firing", "p1-a", "P1")]
     assert all(a["host"] == "app1" for a in actions)
     log = rulebook.text()
     assert "ignored an event that is not an Alertmanager alert" in log

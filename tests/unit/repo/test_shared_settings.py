@@ -39,8 +39,9 @@ NOT_SETTINGS_RE = re.compile(r"^bm_(app|monitoring|daily_limits|host|ready|evalu
                              r"triage\w*|certificate_checks|apt_upgrades|vacuum_report|"
                              r"log_level_readback|report_summary|stats_summary|prometheus|notify_once|"
                              r"docker_log_config_issues|files_differ|files|ops_check_\w+|checks|ops|common|"
-                             r"health|pg_stats|postgres)$")
-DEFAULT_RE = re.compile(r"\bbm_[a-z_]+\s*\|\s*default\s*\(")
+                             r"health|pg_stats|postgres|eda|alert_response)$")
+# (a key of a mapping, e.g. an alert's labels.bm_host, is not a setting)
+DEFAULT_RE = re.compile(r"(?<![.\w])bm_[a-z_]+\s*\|\s*default\s*\(")
 SETTING_RE = re.compile(r"\bbm_[a-z0-9_]+\b")
 
 

@@ -49,6 +49,7 @@ def context(**overrides) -> dict:
         monitoring_mail_from="bmops@app1",
         monitoring_mail_to=["ops@example.com"],
         monitoring_pager_webhooks=[{"name": "pager", "url": "http://pager.example/hook"}],
+        monitoring_responder_url="", monitoring_responder_token="",
     )
     ctx.update(overrides)
     return ctx

@@ -47,6 +47,9 @@ def test_good_input_passes(tmp_path):
      "monitoring_extra_rules"),
     ({"monitoring_pager_webhooks": [{"name": "pager"}]}, "monitoring_pager_webhooks"),
     ({"monitoring_mail_to": []}, "monitoring_mail_to"),
+    ({"monitoring_responder_url": "eda:5000", "monitoring_responder_token": "t" * 20},
+     "monitoring_responder_url"),
+    ({"monitoring_responder_url": "http://eda:5000/endpoint"}, "monitoring_responder_token"),
 ])
 def test_bad_input_fails_naming_the_variable(tmp_path, extra, named):
     proc = preflight(tmp_path, **extra)

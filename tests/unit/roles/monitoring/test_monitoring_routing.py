@@ -44,6 +44,19 @@ def test_pager_only_site_gets_p1_and_p2_on_the_pager(tmp_path):
     assert routes(path, "severity=P2") == "pager"
 
 
+def test_the_first_response_service_gets_p1_and_p2_with_its_token(tmp_path):
+    path = am(tmp_path, monitoring_responder_url="http://eda.example:5000/endpoint",
+              monitoring_responder_token="t" * 24)
+    assert routes(path, "severity=P1") == "responder,pager,mail-p1"
+    assert routes(path, "severity=P2") == "responder,mail-p2"
+    assert routes(path, "severity=P3") == "digest"
+    conf = yaml.safe_load(path.read_text())
+    hook = next(r for r in conf["receivers"] if r["name"] == "responder")["webhook_configs"][0]
+    assert hook["send_resolved"] is True
+    assert hook["http_config"]["authorization"] == {"type": "Bearer", "credentials": "t" * 24}
+    assert "responder" not in routes(am(tmp_path), "severity=P1")
+
+
 def test_repeat_intervals_and_resolved_notifications(tmp_path):
     conf = yaml.safe_load(am(tmp_path).read_text())
     by_receiver = {r["receiver"]: r for r in conf["route"]["routes"]}
