@@ -264,7 +264,7 @@ def smtp_sink(it_network) -> SmtpSink:
 # test_secrets_stack_rotation (a prefix match) runs after test_secrets_stack and
 # returns the passwords to the inventory's before it ends.
 STACK_ORDER = ["test_checks_stack", "test_secrets_stack", "test_operations",
-               "test_backup_stack", "test_monitoring_stack"]
+               "test_backup_stack", "test_offsite_stack", "test_monitoring_stack"]
 
 
 def pytest_collection_modifyitems(session, config, items):

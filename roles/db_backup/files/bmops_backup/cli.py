@@ -16,6 +16,7 @@ from .exceptions import EXIT_FAIL, EXIT_OK, EXIT_USAGE, ToolError
 from .fs import write_atomic
 from .lockfile import cmd_lock
 from .metrics import cmd_status
+from .offsite import DEFAULT_OFFSITE_CONFIG, cmd_offsite
 from .recover import cmd_recover
 from .restore_executor import cmd_drop_old, cmd_restore_test, cmd_swap
 from .restore_run import cmd_restore
@@ -91,6 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
     d = with_token(sub.add_parser("drop-old", help="drop old databases kept by swap"))
     d.add_argument("--keep", type=int, default=0)
     d.set_defaults(func=cmd_drop_old)
+    of = sub.add_parser("offsite", help="encrypted copies off the host (restic): init, "
+                                         "send, check, status, fetch")
+    of.add_argument("action", choices=["init", "send", "check", "status", "fetch"])
+    of.add_argument("--offsite-config", default=DEFAULT_OFFSITE_CONFIG)
+    of.add_argument("--force", action="store_true",
+                    help="send even when the newest verified backup is already copied")
+    of.add_argument("--subset", help="check: share of the data to read back (e.g. 5%%)")
+    of.add_argument("--target", help="fetch: directory to restore the newest copies into")
+    of.add_argument("--from-host", help="fetch: whose copies (default: this host's)")
+    of.set_defaults(func=cmd_offsite)
     lk = sub.add_parser("lock", help="hold the host lock across a playbook")
     lk.add_argument("action", choices=["acquire", "release", "status"])
     lk.add_argument("--owner", default="playbook")

@@ -67,6 +67,24 @@ CASES = {
         [{"severity": "P2"}]),
     "successful backup run is quiet": (
         {f'bmops_backup_last_run_success{{{H}}}': "1x10"}, "BmBackupFailed", "6m", []),
+    "failed off-host copy fires P2": (
+        {f'bmops_offsite_last_run_success{{{H}}}': "0x10"}, "BmOffsiteCopyFailed", "6m",
+        [{"severity": "P2"}]),
+    "successful off-host copy is quiet": (
+        {f'bmops_offsite_last_run_success{{{H}}}': "1x10"}, "BmOffsiteCopyFailed", "6m", []),
+    "newest backup 3 h ahead of its copy fires P2": (
+        {f'bmops_backup_last_success_timestamp_seconds{{{H}}}': "10800x10",
+         f'bmops_offsite_newest_backup_timestamp_seconds{{{H}}}': "0x10"},
+        "BmOffsiteCopyBehind", "6m", [{"severity": "P2"}]),
+    "newest backup copied is quiet": (
+        {f'bmops_backup_last_success_timestamp_seconds{{{H}}}': "10800x10",
+         f'bmops_offsite_newest_backup_timestamp_seconds{{{H}}}': "10800x10"},
+        "BmOffsiteCopyBehind", "6m", []),
+    "failed repository check fires P2": (
+        {f'bmops_offsite_last_check_success{{{H}}}': "0x10"}, "BmOffsiteCheckFailed", "6m",
+        [{"severity": "P2"}]),
+    "passed repository check is quiet": (
+        {f'bmops_offsite_last_check_success{{{H}}}': "1x10"}, "BmOffsiteCheckFailed", "6m", []),
     "one failed job fires P3": (
         {f'bmops_app_jobs_failed{{window_hours="24",{H}}}': "1x10"}, "BmFailedJobs", "6m",
         [{"window_hours": "24", "severity": "P3"}]),
