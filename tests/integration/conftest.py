@@ -190,14 +190,19 @@ def it_network():
         docker("network", "rm", NETWORK, check=False)
 
 
+def start_host(name: str, network: str) -> None:
+    """Start host NAME of the shared platform on NETWORK, or fail saying why."""
+    require_image("bmops/host:trixie")
+    try:
+        hosts.up(name, network=network)
+    except hosts.HostError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory, it_network) -> Stack:
     """A managed host converged with site.yml (shared by the whole session)."""
-    require_image("bmops/host:trixie")
-    try:
-        hosts.up(STACK_HOST, network=it_network)
-    except hosts.HostError as exc:
-        pytest.fail(str(exc), pytrace=False)
+    start_host(STACK_HOST, it_network)
     workdir = tmp_path_factory.mktemp("stack")
     inventory = write_inventory(workdir / "inventory", STACK_HOST)
     st = Stack(STACK_HOST, inventory, workdir)

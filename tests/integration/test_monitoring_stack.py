@@ -31,7 +31,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import KEEP, ROOT, STACK_HOST, docker, hosts, run_playbook, write_inventory_text
+from conftest import (
+    KEEP,
+    ROOT,
+    STACK_HOST,
+    docker,
+    hosts,
+    run_playbook,
+    start_host,
+    write_inventory_text,
+)
 
 MON_HOST = f"{STACK_HOST}-prom"
 HOOK_PORT = 9099
@@ -174,10 +183,7 @@ def hooks_about(mon, alertname, status):
 
 @pytest.fixture(scope="module")
 def mon(stack, smtp_sink, it_network, tmp_path_factory):
-    try:
-        hosts.up(MON_HOST, network=it_network)
-    except hosts.HostError as exc:
-        pytest.fail(str(exc), pytrace=False)
+    start_host(MON_HOST, it_network)
     workdir = tmp_path_factory.mktemp("mon")
     gateway = docker("network", "inspect", "-f", "{{(index .IPAM.Config 0).Gateway}}",
                      it_network).stdout.strip()

@@ -15,7 +15,7 @@ import json
 import re
 
 import pytest
-from conftest import KEEP, STACK_HOST, Stack, docker, hosts, require_image, write_inventory_text
+from conftest import KEEP, STACK_HOST, Stack, docker, hosts, start_host, write_inventory_text
 
 REPO = f"{STACK_HOST}-repo"
 KEY = "offsite-test-key-7c1d2e9f04ab"  # the test's repository key (bm_offsite_password)
@@ -65,11 +65,7 @@ def snapshots(st: Stack) -> list[dict]:
 @pytest.fixture(scope="module")
 def offsite(stack, it_network, tmp_path_factory):
     """The stack host plus a repository host, converged with site.yml (copies on)."""
-    require_image("bmops/host:trixie")
-    try:
-        hosts.up(REPO, network=it_network)
-    except hosts.HostError as exc:
-        pytest.fail(str(exc), pytrace=False)
+    start_host(REPO, it_network)
     workdir = tmp_path_factory.mktemp("offsite")
     inventory = write_inventory_text(workdir / "inventory", inventory_yml(stack.host, REPO))
     st = Stack(stack.host, inventory, workdir)
