@@ -35,6 +35,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -154,26 +155,53 @@ def proc_stats(host):
     return stats
 
 
+# The postmortem draft's first timeline row names the alert the triage answers.
+FIRED_RE = re.compile(r"\| (\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d)\S* \| alert "
+                      r"(BmReadyNotOK|BmContainerDown) \(P1\) started firing")
+
+
+def answers(text, since):
+    """Whether a triage mail answers a P1 of the backend that started after SINCE."""
+    m = FIRED_RE.search(text)
+    return bool(m) and dt.datetime.fromisoformat(
+        m.group(1).replace(" ", "T") + "+00:00") >= since
+
+
+def settle(mon, sink, quiet=20, timeout=240):
+    """Wait until no P1/P2 alert is firing or pending and, for QUIET seconds, no
+    respond_alert.yml runs and no mail arrives: the detection runs above left
+    notifications that Alertmanager keeps retrying to the responder URL, and once
+    it listens they start triages of faults already repaired."""
+    mon.wait("no P1/P2 alert firing or pending",
+             lambda: not mon.query('ALERTS{severity=~"P1|P2"}'), 300)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = len(sink.messages())
+        time.sleep(quiet)
+        busy = subprocess.run(["pgrep", "-f", "respond_alert.yml"], capture_output=True,
+                              check=False).returncode == 0
+        if not busy and len(sink.messages()) == before:
+            return
+    raise SystemExit("the responder did not settle: it keeps answering earlier alerts")
+
+
 def first_response(stack, mon, sink):
-    """Backend down -> the first-response triage mail in the sink (seconds)."""
+    """Backend down -> the first-response triage mail of this fault in the sink (s)."""
     workdir = mon.workdir / f"eda-{int(time.time())}"
     workdir.mkdir(parents=True)
     responder = tm.Responder(mon, workdir)
     try:
-        # The detection runs above left notifications that Alertmanager keeps retrying
-        # to the responder URL; once it listens they arrive and start triages of faults
-        # already repaired. Let them run out, then forget their decisions (one triage
-        # per host per 10 minutes), so the mail timed below answers this fault alone.
-        mon.wait("no P1/P2 alert firing or pending",
-                 lambda: not mon.query('ALERTS{severity=~"P1|P2"}'), 300)
-        time.sleep(60)
+        settle(mon, sink)
+        # forget the settled triages' decisions (one triage per host per 10 minutes)
         (mon.workdir / "eda-state.json").unlink(missing_ok=True)
         mon.clear()
+        since = dt.datetime.now(dt.UTC).replace(microsecond=0)
         start = time.monotonic()
         stack.compose("stop", "backend")
         try:
-            mon.wait("the triage mail", lambda: tm.first_response_mails(
-                sink, must=("backend", "Triage (read-only")), 300)
+            mon.wait("the triage mail of this fault", lambda: [
+                t for _, t in tm.first_response_mails(sink, must=("Triage (read-only",))
+                if answers(t, since)], 300)
             return time.monotonic() - start
         finally:
             stack.compose("start", "backend")
