@@ -7,33 +7,44 @@ site.yml deploys both; every verified backup goes off the host encrypted; an
 unreachable repository, a wrong key and a damaged repository are loud and lose
 nothing.  The test drives every run itself (offsite_backup_cron_enabled: false),
 so no scheduled run races it.
+
+Last, the host-loss test adds a standby host (a third one, converged with site.yml)
+and removes the primary, the shared stack host, with its volumes: this module runs
+after every other module that uses that host (conftest.STACK_ORDER).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import time
 
 import pytest
 from conftest import KEEP, STACK_HOST, Stack, docker, hosts, start_host, write_inventory_text
 
 REPO = f"{STACK_HOST}-repo"
+STANDBY = f"{STACK_HOST}-standby"
+DOMAIN = "backup-mgmt.demo.test"  # bm_domain of the demo inventory
 KEY = "offsite-test-key-7c1d2e9f04ab"  # the test's repository key (bm_offsite_password)
 TOOL = "/usr/local/sbin/bmops-backup"
 OFFSITE = f"{TOOL} offsite"
 PROM = "/var/lib/prometheus/node-exporter/bmops_offsite.prom"
 
 
-def inventory_yml(app: str, repo: str) -> str:
+def inventory_yml(app: str, repo: str, standby: str = "") -> str:
     conn = ("          ansible_connection: community.docker.docker\n"
             "          ansible_python_interpreter: /usr/bin/python3\n")
-    return ("all:\n  children:\n    bm_app:\n      hosts:\n"
-            f"        {app}:\n{conn}"
-            "          bm_offsite_enabled: true\n"
-            f"          bm_offsite_password: {KEY}\n"
-            "          offsite_backup_cron_enabled: false\n"
-            "    bm_backup_repository:\n      hosts:\n"
-            f"        {repo}:\n{conn}")
+    copies = ("          bm_offsite_enabled: true\n"
+              f"          bm_offsite_password: {KEY}\n"
+              "          offsite_backup_cron_enabled: false\n")
+    text = ("all:\n  children:\n    bm_app:\n      hosts:\n"
+            f"        {app}:\n{conn}{copies}")
+    if standby:
+        text += f"        {standby}:\n{conn}{copies}"
+    text += f"    bm_backup_repository:\n      hosts:\n        {repo}:\n{conn}"
+    if standby:
+        text += f"    bm_standby:\n      hosts:\n        {standby}:\n"
+    return text
 
 
 def tool(st: Stack, args: str, check: bool = False) -> tuple[int, dict, str]:
@@ -77,6 +88,22 @@ def offsite(stack, it_network, tmp_path_factory):
              f"{PROM} /var/lib/bmops/backup-state/offsite.json", check=False)
     if not KEEP:
         hosts.down(REPO)
+
+
+@pytest.fixture(scope="module")
+def standby(offsite, it_network, tmp_path_factory):
+    """A standby app host of the same platform, converged with site.yml (its SSH identity
+    authorized on the repository host); the primary is still alive here."""
+    start_host(STANDBY, it_network)
+    workdir = tmp_path_factory.mktemp("standby")
+    inventory = write_inventory_text(workdir / "inventory",
+                                     inventory_yml(offsite.host, REPO, STANDBY))
+    st = Stack(STANDBY, inventory, workdir)
+    first = st.run("site", cmdline=f"--limit {STANDBY},{REPO}")
+    assert first.rc == 0, first.stdout[-4000:]
+    yield st
+    if not KEEP:
+        hosts.down(STANDBY)
 
 
 def test_site_sets_up_both_hosts_then_changes_nothing(offsite):
@@ -167,8 +194,59 @@ def test_the_integrity_check_reads_the_data_back_and_finds_damage(offsite):
     assert rc == 0, err
     assert metric(offsite, "bmops_offsite_last_check_success") == 1
     # Damage one data file on the repository host: the read-back check must say so.
+    # (The file is put back afterwards: the host-loss test below restores from it.)
     repo_sh(f"f=$(find /srv/bmops-repo/{offsite.host}/data -type f | head -1) && "
+            "cp -p \"$f\" /root/pack.saved && echo \"$f\" > /root/pack.path && "
             "printf 'XXXXXXXXXXXXXXXX' | dd of=\"$f\" bs=1 seek=64 conv=notrunc 2>/dev/null")
+    try:
+        rc, out, err = tool(offsite, "offsite check --subset 100%")
+        assert rc == 1, out
+        assert metric(offsite, "bmops_offsite_last_check_success") == 0
+    finally:
+        repo_sh('cp -p /root/pack.saved "$(cat /root/pack.path)" && rm /root/pack.*')
     rc, out, err = tool(offsite, "offsite check --subset 100%")
-    assert rc == 1, out
-    assert metric(offsite, "bmops_offsite_last_check_success") == 0
+    assert rc == 0, (out, err)
+
+
+def test_the_standby_comes_up_from_the_off_host_copies_alone_when_the_primary_is_lost(
+        offsite, standby):
+    """Issue 15 item 5: rows are written continuously; a backup is taken and copied off
+    the host; the primary is removed with its volumes; dr_drill.yml brings the standby
+    up from the off-host copies alone, with every row committed before the backup."""
+    offsite.psql("DROP TABLE IF EXISTS dr_probe; "
+                 "CREATE TABLE dr_probe (seq bigserial PRIMARY KEY, at timestamptz DEFAULT now())")
+    offsite.sh("cd /opt/backup-mgmt && (while :; do echo 'INSERT INTO dr_probe DEFAULT VALUES;'; "
+               "sleep 0.1; done | docker compose exec -T db psql -q -U postgres -d backup_mgmt "
+               ">/dev/null 2>&1 &) ")
+    deadline = time.monotonic() + 30
+    while int(offsite.psql("SELECT count(*) FROM dr_probe") or 0) < 20:
+        assert time.monotonic() < deadline, "the writer does not write"
+        time.sleep(0.5)
+    committed = int(offsite.psql("SELECT max(seq) FROM dr_probe"))
+    rc, backup, err = tool(offsite, "backup")
+    assert rc == 0, err
+    rc, sent, err = tool(offsite, "offsite send")
+    assert rc == 0 and sent["newest_id"] == backup["id"], (sent, err)
+    later = int(offsite.psql("SELECT max(seq) FROM dr_probe"))
+    assert later > committed, "rows kept coming during the backup"
+
+    hosts.down(offsite.host)  # the primary and every volume it had: data, backups, config
+    assert docker("inspect", offsite.host, check=False).returncode != 0
+
+    run = standby.run("dr_drill", cmdline=f"--limit {standby.host}")
+    assert run.rc == 0, run.stdout[-4000:]
+    result = run.artifact_data["bmops_dr_standby"]
+    assert result["primary"] == offsite.host and result["backup"]["id"] == backup["id"], result
+    assert result["rto_ok"] and result["rpo_ok"], result
+    # Every row committed before the copied backup started is on the standby.
+    restored = standby.psql(f"SELECT count(*) FROM dr_probe WHERE seq <= {committed}")
+    assert int(restored) == committed, (restored, committed)
+    # /health/ready through nginx on the standby (manual: curl -f https://<domain>/health/ready)
+    code = standby.sh("curl -sk -o /dev/null -w '%{http_code}' --resolve "
+                      f"{DOMAIN}:443:127.0.0.1 https://{DOMAIN}/health/ready").stdout
+    assert code == "200", code
+    report = json.loads(standby.sh("cat /var/lib/bmops/reports/dr-standby-latest.json").stdout)
+    assert report["result"]["rto_seconds"] == result["rto_seconds"], report
+    assert standby.sh("stat -c %a /var/lib/bmops/dr-fetch").stdout.strip() == "700"
+    for ev in run.events:
+        assert KEY not in json.dumps(ev), ev.get("event_data", {}).get("task")

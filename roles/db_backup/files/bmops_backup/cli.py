@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     of.add_argument("--subset", help="check: share of the data to read back (e.g. 5%%)")
     of.add_argument("--target", help="fetch: directory to restore the newest copies into")
     of.add_argument("--from-host", help="fetch: whose copies (default: this host's)")
+    of.add_argument("--from-repository", metavar="URL",
+                    help="fetch: the repository holding them (default: this host's; "
+                         "a standby names the primary's)")
     of.set_defaults(func=cmd_offsite)
     lk = sub.add_parser("lock", help="hold the host lock across a playbook")
     lk.add_argument("action", choices=["acquire", "release", "status"])

@@ -384,6 +384,10 @@ def offsite_fetch(_cfg: dict, ocfg: dict, args) -> dict:
     if not args.target:
         raise ToolError("offsite fetch needs --target DIR (an empty directory)", EXIT_USAGE)
     host = args.from_host or ocfg["host"]
+    if getattr(args, "from_repository", None):
+        # another host's repository on the same repository host (a standby reading the
+        # primary's copies): same transport, key and SSH identity, another path
+        ocfg = {**ocfg, "repository": args.from_repository}
     restic = Restic(ocfg)
     out = {"ok": True, "repository": ocfg["repository"], "host": host, "target": args.target}
     for tag in (BACKUPS_TAG, CONFIG_TAG):

@@ -150,3 +150,25 @@ def test_no_verified_backup_is_an_error_not_an_empty_copy(offsite):
 def test_without_the_role_the_error_says_what_to_enable(env, tmp_path):
     rc, out, _ = run(env, "offsite", "send", "--offsite-config", str(tmp_path / "none.json"))
     assert rc == 2 and "bm_offsite_enabled" in out["error"]
+
+
+def test_fetch_reads_another_hosts_repository_when_named(offsite):
+    """A standby restores the primary's copies: its own transport and key, the
+    primary's repository and host tag; both backups and configuration."""
+    target = offsite["tmp"] / "fetched"
+    rc, out, err = run(offsite, "offsite", "fetch", "--offsite-config", str(offsite["offsite"]),
+                       "--target", str(target), "--from-host", "app0",
+                       "--from-repository", "sftp:bmops-offsite:/srv/bmops-repo/app0")
+    assert rc == 0, err
+    assert out["repository"] == "sftp:bmops-offsite:/srv/bmops-repo/app0"
+    logged = [json.loads(line) for line in offsite["log"].read_text().splitlines()]
+    assert [entry["repo"] for entry in logged] == ["sftp:bmops-offsite:/srv/bmops-repo/app0"] * 2
+    assert [entry["args"][entry["args"].index("--tag") + 1] for entry in logged] == [
+        "bmops-backups", "bmops-config"]
+    assert all(entry["args"][entry["args"].index("--host") + 1] == "app0" for entry in logged)
+
+
+def test_fetch_without_a_target_is_a_usage_error(offsite):
+    rc, out, err = run(offsite, "offsite", "fetch", "--offsite-config", str(offsite["offsite"]))
+    assert rc != 0 and "--target" in (err + json.dumps(out)), (rc, out, err)
+    assert calls(offsite) == []
