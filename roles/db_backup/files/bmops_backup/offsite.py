@@ -20,6 +20,7 @@ Nothing is forgotten unless both snapshots of this run were stored.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -297,42 +298,50 @@ def _forget(restic: Restic, ocfg: dict, tag: str) -> None:
         raise ToolError(restic.explain(f"applying retention to {tag}", proc))
 
 
-def offsite_send(cfg: dict, ocfg: dict, args) -> dict:
-    """Copy the verified backups and the configuration; then apply retention."""
-    started = time.time()
-    result = {"ok": False, "repository": ocfg["repository"], "started": iso(started)}
+@contextlib.contextmanager
+def _outcome(cfg: dict, kind: str, result: dict):
+    """Record how a run of KIND (send, check) ended, for the metrics and `status`, and
+    turn a ToolError into the JSON failure. Not recorded: a run that found another one
+    holding the lock (that one records its own outcome) and a send with nothing new."""
     try:
-        with OffsiteLock(ocfg["lock_file"]):
-            verified, files = backup_files(cfg)
-            if not verified:
-                raise ToolError(f"no verified backup in {cfg['backup_dir']} to copy")
-            newest = verified[0]
-            state = read_state(cfg)
-            if (not args.force and state.get("newest_copied_id") == newest["id"]
-                    and state.get("send", {}).get("ok")):
-                result.update(ok=True, skipped=True, newest_id=newest["id"],
-                              reason="the newest verified backup is already off the host")
-                return result
-            restic = Restic(ocfg)
-            result["backups"] = _snapshot(restic, ocfg, BACKUPS_TAG, files, [])
-            config = [p for p in ocfg["config_paths"] if os.path.exists(p)]
-            if config:
-                result["config"] = _snapshot(restic, ocfg, CONFIG_TAG, config, ocfg["exclude"])
-            if not result["backups"]["complete"]:
-                raise ToolError("some backup files could not be read: "
-                                + result["backups"].get("warning", ""))
-            for tag in (BACKUPS_TAG, CONFIG_TAG):
-                _forget(restic, ocfg, tag)
-            result.update(ok=True, newest_id=newest["id"], newest_time=newest["time"],
-                          copied_ids=[e["id"] for e in verified])
+        yield
     except ToolError as exc:
         result["error"] = str(exc)
         if exc.code != EXIT_LOCKED:
             result["finished"] = time.time()
-            _record(cfg, "send", result)
+            _record(cfg, kind, result)
         raise fail_with(result, str(exc)) from None
-    result["finished"] = time.time()
-    _record(cfg, "send", result)
+    if not result.get("skipped"):
+        result["finished"] = time.time()
+        _record(cfg, kind, result)
+
+
+def offsite_send(cfg: dict, ocfg: dict, args) -> dict:
+    """Copy the verified backups and the configuration; then apply retention."""
+    result = {"ok": False, "repository": ocfg["repository"], "started": iso(time.time())}
+    with _outcome(cfg, "send", result), OffsiteLock(ocfg["lock_file"]):
+        verified, files = backup_files(cfg)
+        if not verified:
+            raise ToolError(f"no verified backup in {cfg['backup_dir']} to copy")
+        newest = verified[0]
+        state = read_state(cfg)
+        if (not args.force and state.get("newest_copied_id") == newest["id"]
+                and state.get("send", {}).get("ok")):
+            result.update(ok=True, skipped=True, newest_id=newest["id"],
+                          reason="the newest verified backup is already off the host")
+            return result
+        restic = Restic(ocfg)
+        result["backups"] = _snapshot(restic, ocfg, BACKUPS_TAG, files, [])
+        config = [p for p in ocfg["config_paths"] if os.path.exists(p)]
+        if config:
+            result["config"] = _snapshot(restic, ocfg, CONFIG_TAG, config, ocfg["exclude"])
+        if not result["backups"]["complete"]:
+            raise ToolError("some backup files could not be read: "
+                            + result["backups"].get("warning", ""))
+        for tag in (BACKUPS_TAG, CONFIG_TAG):
+            _forget(restic, ocfg, tag)
+        result.update(ok=True, newest_id=newest["id"], newest_time=newest["time"],
+                      copied_ids=[e["id"] for e in verified])
     log(f"copied {len(result['copied_ids'])} verified backups off the host "
         f"(newest {result['newest_id']}, {result['backups']['bytes_added']} bytes new)")
     return result
@@ -342,20 +351,12 @@ def offsite_check(cfg: dict, ocfg: dict, args) -> dict:
     """restic check, reading back a sample of the data (--read-data-subset)."""
     subset = args.subset or ocfg["check_subset"]
     result = {"ok": False, "repository": ocfg["repository"], "subset": subset}
-    try:
-        with OffsiteLock(ocfg["lock_file"]):
-            restic = Restic(ocfg)
-            proc = restic.run("check", f"--read-data-subset={subset}")
-            if proc.returncode != 0:
-                raise ToolError(restic.explain("checking the repository", proc))
-            result["ok"] = True
-    except ToolError as exc:
-        result["error"] = str(exc)
-        result["finished"] = time.time()
-        _record(cfg, "check", result)
-        raise fail_with(result, str(exc)) from None
-    result["finished"] = time.time()
-    _record(cfg, "check", result)
+    with _outcome(cfg, "check", result), OffsiteLock(ocfg["lock_file"]):
+        restic = Restic(ocfg)
+        proc = restic.run("check", f"--read-data-subset={subset}")
+        if proc.returncode != 0:
+            raise ToolError(restic.explain("checking the repository", proc))
+        result["ok"] = True
     return result
 
 

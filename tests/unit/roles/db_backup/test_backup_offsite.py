@@ -8,7 +8,9 @@ unreachable); the real restic over real SFTP is tests/integration/test_offsite_s
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sys
 import textwrap
 
@@ -172,3 +174,21 @@ def test_fetch_without_a_target_is_a_usage_error(offsite):
     rc, out, err = run(offsite, "offsite", "fetch", "--offsite-config", str(offsite["offsite"]))
     assert rc != 0 and "--target" in (err + json.dumps(out)), (rc, out, err)
     assert calls(offsite) == []
+
+
+@pytest.mark.parametrize("action", ["send", "check"])
+def test_a_run_that_finds_the_lock_held_records_nothing(offsite, action):
+    """The run holding the lock records its own outcome; the one turned away must not
+    overwrite it with a failure (that would fire BmOffsiteCopyFailed/CheckFailed)."""
+    write_backup(offsite["dir"], "20261202_030000")
+    assert send(offsite)[0] == 0
+    before = prom(offsite)
+    fd = os.open(str(offsite["tmp"] / "olock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        rc, out, _ = run(offsite, "offsite", action, "--offsite-config", str(offsite["offsite"]),
+                         *(["--force"] if action == "send" else []))
+    finally:
+        os.close(fd)
+    assert rc != 0 and "another off-host copy is running" in out["error"], out
+    assert prom(offsite) == before
