@@ -99,6 +99,11 @@ def standby(offsite, it_network, tmp_path_factory):
     inventory = write_inventory_text(workdir / "inventory",
                                      inventory_yml(offsite.host, REPO, STANDBY))
     st = Stack(STANDBY, inventory, workdir)
+    # --check on the fresh standby (no Docker, no restic yet) finishes and changes nothing.
+    check = st.run("site", cmdline=f"--check --limit {STANDBY},{REPO}")
+    assert check.rc == 0, check.stdout[-4000:]
+    assert st.sh("test ! -e /etc/bmops/offsite.json && ! command -v restic",
+                 check=False).returncode == 0, "--check changed the fresh standby"
     first = st.run("site", cmdline=f"--limit {STANDBY},{REPO}")
     assert first.rc == 0, first.stdout[-4000:]
     yield st

@@ -34,7 +34,8 @@ BEGIN = "<!-- bm_* table: generated from roles/bmops_common/meta/argument_specs.
 END = "<!-- end of the generated bm_* table -->"
 # Names that start with bm_ but are not settings: the inventory groups, plugins, and the
 # monitoring's Prometheus label bm_host and job bm_ready.
-NOT_SETTINGS_RE = re.compile(r"^bm_(app|monitoring|backup_repository|standby|daily_limits|host|ready|"
+NOT_SETTINGS_RE = re.compile(r"^bm_(app|monitoring|backup_repository|standby|"
+                             r"daily_limits|host|ready|"
                              r"evaluate_\w+|"
                              r"health_info|pg_stats_info|awx_\w+|"
                              r"triage\w*|certificate_checks|apt_upgrades|vacuum_report|"
