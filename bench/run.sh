@@ -11,4 +11,6 @@ export ANSIBLE_CONFIG="$PWD/ansible.cfg"
 export PATH="$PWD/.venv/bin:$PATH"
 "$PWD/.venv/bin/python" bench/bench.py "$@"
 # monitoring: detection latency and idle cost (appends its section to BENCHMARKS.md)
-exec "$PWD/.venv/bin/python" bench/monitoring.py
+"$PWD/.venv/bin/python" bench/monitoring.py
+# off-host copies and the standby: bytes of a daily copy, RTO onto a fresh standby
+exec "$PWD/.venv/bin/python" bench/offsite.py
