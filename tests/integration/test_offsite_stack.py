@@ -238,6 +238,17 @@ def test_the_standby_comes_up_from_the_off_host_copies_alone_when_the_primary_is
     hosts.down(offsite.host)  # the primary and every volume it had: data, backups, config
     assert docker("inspect", offsite.host, check=False).returncode != 0
 
+    # --check says what it would do and changes nothing; a wrong primary name is a clear
+    # error that leaves the standby's own stack as it was.
+    check = standby.run("dr_drill", cmdline=f"--check --limit {standby.host}")
+    assert check.rc == 0 and check.changed_tasks() == [], check.changed_tasks()
+    wrong = standby.run("dr_drill", cmdline=f"--limit {standby.host}",
+                        extravars={"dr_standby_from_host": "no-such-host"})
+    assert wrong.rc != 0
+    failed = " ".join(json.dumps(t.get("res", {})) for t in wrong.failed_tasks())
+    assert "no-such-host" in failed and "Nothing on this host was changed" in failed, failed
+    assert standby.ready_status() == 200
+
     run = standby.run("dr_drill", cmdline=f"--limit {standby.host}")
     assert run.rc == 0, run.stdout[-4000:]
     result = run.artifact_data["bmops_dr_standby"]
