@@ -264,5 +264,20 @@ def test_the_standby_comes_up_from_the_off_host_copies_alone_when_the_primary_is
     report = json.loads(standby.sh("cat /var/lib/bmops/reports/dr-standby-latest.json").stdout)
     assert report["result"]["rto_seconds"] == result["rto_seconds"], report
     assert standby.sh("stat -c %a /var/lib/bmops/dr-fetch").stdout.strip() == "700"
-    for ev in run.events:
+    assert result["promoted"] is False
+
+    # The failover: the same recovery, then the previous database is dropped and the new
+    # primary's first backup is taken and copied off the host under its own name.
+    promoted = standby.run("dr_drill", cmdline=f"--limit {standby.host}",
+                           extravars={"dr_promote": True})
+    assert promoted.rc == 0, promoted.stdout[-4000:]
+    result = promoted.artifact_data["bmops_dr_standby"]
+    assert result["promoted"] is True and result["first_backup"], result
+    rc, status, err = tool(standby, "offsite status")
+    assert rc == 0 and status["newest_copied_id"] == result["first_backup"], (status, err)
+    assert standby.psql("SELECT count(*) FROM pg_database WHERE datname ~ '_old_'") == "0"
+    restored = standby.psql(f"SELECT count(*) FROM dr_probe WHERE seq <= {committed}")
+    assert int(restored) == committed, (restored, committed)
+    assert "Point backup-mgmt.demo.test at" in promoted.stdout
+    for ev in run.events + promoted.events:
         assert KEY not in json.dumps(ev), ev.get("event_data", {}).get("task")
