@@ -385,7 +385,7 @@ def offsite_fetch(_cfg: dict, ocfg: dict, args) -> dict:
     if not args.target:
         raise ToolError("offsite fetch needs --target DIR (an empty directory)", EXIT_USAGE)
     host = args.from_host or ocfg["host"]
-    if getattr(args, "from_repository", None):
+    if args.from_repository:
         # another host's repository on the same repository host (a standby reading the
         # primary's copies): same transport, key and SSH identity, another path
         ocfg = {**ocfg, "repository": args.from_repository}
