@@ -117,6 +117,14 @@ def test_schedules_point_at_known_templates(schedule):
     assert schedule["template"] in TEMPLATE_NAMES | WORKFLOW_NAMES
 
 
+def test_quarterly_review_runs_on_the_first_monday_of_each_quarter():
+    schedule = next(s for s in AWX["awx_schedules"] if s["template"] == "bmops quarterly review")
+    rule = dateutil_rrule.rrulestr(render(schedule["rrule"]).replace(" RRULE:", "\nRRULE:"))
+    runs = [rule[i] for i in range(4)]
+    assert [(d.month, d.weekday()) for d in runs] == [(1, 0), (4, 0), (7, 0), (10, 0)]
+    assert all(d.day <= 7 for d in runs)
+
+
 @pytest.mark.parametrize(
     ("rrule_text", "problem"),
     [
