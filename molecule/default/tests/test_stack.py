@@ -224,3 +224,11 @@ def test_exporter_secrets_are_private(host):
         f = host.file(f"/etc/default/{name}")
         assert f.mode == 0o600 and f.user == "root"
     assert host.file("/etc/prometheus/alertmanager.yml").mode == 0o640
+
+
+def test_quarterly_review_tools_installed_from_the_os_packages(host):
+    """site.yml installs what playbooks/quarterly_review.yml runs (the review installs nothing)."""
+    for package in ("lynis", "testssl.sh", "wrk"):
+        assert host.package(package).is_installed
+    state = host.file("/var/lib/bmops/review")
+    assert state.is_directory and state.mode == 0o700 and state.user == "root"
