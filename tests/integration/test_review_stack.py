@@ -102,6 +102,7 @@ def test_review_finds_what_was_planted_and_changes_nothing(stack, planted, eol_t
     figures = bench["figures"]
     assert figures["http_ready.requests_per_second"] > 0 and figures["http_ready.p99_ms"] > 0
     assert figures["pgbench.tps"] > 0 and figures["redis.avg_ms"] >= 0
+    assert figures["http_api.requests_per_second"] > 0  # the demo's API path, all 2xx
     scratch = "SELECT count(*) FROM pg_database WHERE datname = 'bmops_review_bench'"
     assert stack.psql(scratch) == "0"
 

@@ -217,11 +217,21 @@ def test_benchmark_parsers():
     assert "http_api.p99_ms" not in figures
 
 
+def test_wrk_errors():
+    ok = {"item": "/health/ready", "rc": 0, "stdout": "Requests/sec: 9.0\n"}
+    assert bm_review.wrk_errors([ok, {"item": "/x", "skipped": True}]) == []
+    assert bm_review.wrk_errors([{"item": "/api", "rc": 0, "stdout": WRK}]) == [
+        "wrk /api: 3 of 489 responses not 2xx/3xx"]
+    assert bm_review.wrk_errors([{"item": "/api", "rc": 1, "stderr": "unable to connect"}]) == [
+        "wrk /api: rc 1 unable to connect"]
+
+
 def test_bench_compare_flags_regressions_in_the_right_direction():
     before = {"http_ready.p99_ms": 100.0, "http_ready.requests_per_second": 100.0,
-              "pgbench.tps": 1000.0, "redis.avg_ms": 0.2}
+              "pgbench.tps": 1000.0, "redis.avg_ms": 0.2, "redis.max_ms": 1.0}
     now = {"http_ready.p99_ms": 125.0, "http_ready.requests_per_second": 79.0,
-           "pgbench.tps": 1300.0, "redis.avg_ms": 0.21, "http_api.p50_ms": 3.0}
+           "pgbench.tps": 1300.0, "redis.avg_ms": 0.21, "http_api.p50_ms": 3.0,
+           "redis.max_ms": 5.0}
     result = bm_review.bench_compare(now, before, 20)
     worse = [r["name"] for r in result["rows"] if r["worse"]]
     assert worse == ["http_ready.p99_ms", "http_ready.requests_per_second"]
