@@ -9,6 +9,7 @@ format. These tests catch that before anyone talks to a controller.
 from __future__ import annotations
 
 import re
+import sys
 import zoneinfo
 
 import jinja2
@@ -115,6 +116,17 @@ def test_schedule_rrules_obey_awx_rules(schedule):
 @pytest.mark.parametrize("schedule", AWX["awx_schedules"], ids=lambda s: s["name"])
 def test_schedules_point_at_known_templates(schedule):
     assert schedule["template"] in TEMPLATE_NAMES | WORKFLOW_NAMES
+
+
+def test_restore_survey_example_id_has_the_real_format():
+    """The survey's example is what bmops-backup names a backup (copying it must work)."""
+    sys.path.insert(0, str(ROOT / "roles" / "db_backup" / "files"))  # the backup tool's package
+    from bmops_backup.infofile import MANIFEST_RE
+
+    template = next(t for t in AWX["awx_job_templates"] if t["name"] == "bmops restore database")
+    question = next(q for q in template["survey"]["spec"] if q["variable"] == "restore_backup_id")
+    example = re.search(r"e\.g\. (\S+?)\)", question["question_description"]).group(1)
+    assert MANIFEST_RE.match(f"{example}.json"), example
 
 
 def test_quarterly_review_runs_on_the_first_monday_of_each_quarter():
