@@ -38,7 +38,7 @@ NOT_SETTINGS_RE = re.compile(r"^bm_(app|monitoring|backup_repository|standby|"
                              r"daily_limits|host|ready|"
                              r"evaluate_\w+|"
                              r"health_info|pg_stats_info|awx_\w+|"
-                             r"triage\w*|certificate_checks|apt_upgrades|vacuum_report|"
+                             r"triage\w*|review_\w+|certificate_checks|apt_upgrades|vacuum_report|"
                              r"log_level_readback|report_summary|stats_summary|prometheus|notify_once|"
                              r"docker_log_config_issues|files_differ|files|ops_check_\w+|checks|ops|common|"
                              r"health|pg_stats|postgres|eda|alert_response)$")
