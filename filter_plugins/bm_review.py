@@ -351,11 +351,12 @@ def eol_review(versions, table, today, warn_days=183):
             found.append(finding('P4', 'dependencies',
                                  f"{label}: newer major release available ({row['latest']})",
                                  '', 'Consider the upgrade at this review'))
-    rows.sort(key=lambda r: list(versions).index(r['component']))
+    position = {component: i for i, component in enumerate(versions)}
+    rows.sort(key=lambda r: position[r['component']])
     updated = (table or {}).get('updated')
-    if updated and (today - _date(updated)).days > warn_days:
-        found.append(finding('P4', 'dependencies',
-                             f'The end-of-life table is {(today - _date(updated)).days} days old',
+    age = (today - _date(updated)).days if updated else 0
+    if age > warn_days:
+        found.append(finding('P4', 'dependencies', f'The end-of-life table is {age} days old',
                              f'updated {updated}',
                              'Refresh it from the sources it names (quarterly_review_eol_file)'))
     return dict(rows=rows, findings=found,
