@@ -61,6 +61,9 @@ class Image:
     suite: str | None = None  # Debian suite, for base images
     optional: bool = False  # skipped with a message when the context is missing
     archive: bool = True  # write a docker save archive
+    # built by `ansible-builder build` from this definition (its inputs are the
+    # definition and the files it names) instead of `docker build` of context
+    ee_definition: str | None = None
 
     @property
     def archive_path(self) -> Path:
@@ -80,7 +83,18 @@ IMAGES = [
     ),
     Image("pebble", "bmops/pebble:latest", base="base-bookworm", context="images/pebble"),
     Image("smtp-sink", "bmops/smtp-sink:latest", base="base-bookworm", context="images/smtp-sink"),
+    # the AWX execution environment (execution-environment.yml) and its base
+    Image("ee-base", "bmops/ee-base:bookworm", base="base-bookworm", context="ee/base"),
+    Image(
+        "ee",
+        "bmops/ee:0.1.0",
+        base="ee-base",
+        ee_definition="execution-environment.yml",
+        archive=False,
+    ),
 ]
+# What an EE build reads besides its definition (ee/offline/ is made from these).
+EE_INPUTS = ("ee/requirements.yml", "ee/requirements.txt", "ee/bindep.txt", "ee/prepare.py")
 BY_NAME = {i.name: i for i in IMAGES} | {i.ref: i for i in IMAGES}
 
 
@@ -127,8 +141,13 @@ def inputs_hash(img: Image, memo: dict[str, str] | None = None) -> str:
         # a base image is its recipe: suite, variant, mirror
         h.update(f"debootstrap\0minbase\0{img.suite}\0{MIRROR}\0".encode())
     else:
-        root = REPO_ROOT / img.context
-        for f in context_files(root):
+        if img.ee_definition:
+            root = REPO_ROOT
+            files = [REPO_ROOT / f for f in (img.ee_definition, *EE_INPUTS)]
+        else:
+            root = REPO_ROOT / img.context
+            files = context_files(root)
+        for f in files:
             h.update(f.relative_to(root).as_posix().encode() + b"\0")
             h.update(hashlib.sha256(f.read_bytes()).digest())
             h.update(b"\1" if os.access(f, os.X_OK) else b"\0")
@@ -227,6 +246,9 @@ def build_one(img: Image, digest: str, verbose: bool) -> None:
         raise BuildError(
             f"{img.ref}: base image {base.ref} is missing or stale (build {base.name} first)"
         )
+    if img.ee_definition:
+        build_ee(img, digest, verbose)
+        return
     run_logged(
         img,
         "docker build",
@@ -241,6 +263,37 @@ def build_one(img: Image, digest: str, verbose: bool) -> None:
             str(REPO_ROOT / img.context),
         ],
         verbose,
+    )
+
+
+def build_ee(img: Image, digest: str, verbose: bool) -> None:
+    """ee/prepare.py (collections and wheels beside the build), then ansible-builder."""
+    builder = Path(sys.executable).with_name("ansible-builder")
+    run_logged(
+        img,
+        "prepare",
+        [sys.executable, str(REPO_ROOT / "ee" / "prepare.py"),
+         "--wheel-cache", str(CACHE / "wheels")],
+        verbose,
+    )
+    context = CACHE / "ee-context"
+    shutil.rmtree(context, ignore_errors=True)
+    run_logged(
+        img,
+        "ansible-builder build",
+        [
+            str(builder),
+            "build",
+            "--file", str(REPO_ROOT / img.ee_definition),
+            "--context", str(context),
+            "--container-runtime", "docker",
+            "--tag", img.ref,
+            "--build-arg", f"EE_BASE_IMAGE={BY_NAME[img.base].ref}",
+            "--extra-build-cli-args", f"--force-rm --label {LABEL}={digest}",
+            "-v", "3",
+        ],
+        verbose,
+        cwd=REPO_ROOT,
     )
 
 

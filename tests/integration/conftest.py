@@ -271,8 +271,10 @@ def smtp_sink(it_network) -> SmtpSink:
 # test_review_stack plants findings (a port, a secret file's mode) and removes them;
 # it runs after the triage tests: its benchmark's thousand 200s in nginx's access log
 # would dilute the 5xx share that test_operations' triage test plants.
+# test_awx_ee runs the daily check from the execution environment over SSH (it
+# installs and starts sshd on the host, which nothing else minds).
 # test_offsite_stack is last: its host-loss test removes the shared stack host.
-STACK_ORDER = ["test_checks_stack", "test_secrets_stack", "test_operations",
+STACK_ORDER = ["test_checks_stack", "test_awx_ee", "test_secrets_stack", "test_operations",
                "test_backup_stack", "test_monitoring_stack", "test_review_stack",
                "test_offsite_stack"]
 
