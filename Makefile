@@ -63,8 +63,11 @@ lint: setup  ## yamllint, ruff, ansible-lint (production), syntax-check, ansible
 unit: setup  ## pytest unit tests (pure logic, no servers)
 	$(BIN)/pytest tests/unit
 
+# What `make integration` runs (tests/harness/live.sh splits it in two lanes).
+IT ?= tests/integration
+
 integration: images  ## pytest integration tests against real servers in Docker
-	$(BIN)/pytest tests/integration --durations=30
+	$(BIN)/pytest $(IT) --durations=30
 
 molecule: images  ## Molecule scenarios on the systemd host: converge, idempotence, verify
 	@for s in $(SCENARIOS); do \

@@ -215,8 +215,11 @@ def prepare_wheels(reqs: list[str], cache: Path) -> Path:
             )
         (house / ".complete").touch()
     dest = OFFLINE / "wheels"
-    shutil.rmtree(dest, ignore_errors=True)
-    shutil.copytree(house, dest, ignore=shutil.ignore_patterns(".complete"))
+    dest.mkdir(parents=True, exist_ok=True)
+    for old in dest.glob("*.whl"):
+        old.unlink()
+    for wheel in house.glob("*.whl"):
+        shutil.copyfile(wheel, dest / wheel.name)
     return house
 
 

@@ -7,6 +7,8 @@ the way the demo and Molecule make it (tests/harness/hosts.py), converged with
 test of the session. ``smtp_sink``: a real SMTP server that keeps each mail.
 
 Set BMOPS_KEEP=1 to keep the containers after the run (for debugging).
+BMOPS_IT_HOST and BMOPS_IT_NETWORK name the stack host and the test network, so
+two sessions can run side by side (tests/harness/live.sh does).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ sys.path.insert(0, str(ROOT / "tests" / "harness"))
 import hosts  # noqa: E402
 
 STACK_HOST = os.environ.get("BMOPS_IT_HOST", "bmops-it-stack")
-NETWORK = "bmops-it"
+NETWORK = os.environ.get("BMOPS_IT_NETWORK", "bmops-it")
 SMTP_NAME = f"{STACK_HOST}-smtp"
 KEEP = os.environ.get("BMOPS_KEEP") == "1"
 DEMO_VAULT = ROOT / "inventory" / "demo" / "group_vars" / "bm_app" / "vault.yml"
