@@ -22,7 +22,7 @@ MODULES   := $(sort $(basename $(notdir $(wildcard plugins/modules/*.py))))
 SCENARIOS ?= $(strip $(filter smoke,$(notdir $(wildcard molecule/*))) \
              $(filter-out smoke,$(notdir $(wildcard molecule/*))))
 
-.PHONY: help setup os-deps engine images ee lint unit integration molecule test demo bench clean
+.PHONY: help setup os-deps engine images ee i18n lint unit integration molecule test demo bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ images: setup engine  ## build the local images (cached by input hash) and their
 
 ee: setup engine  ## build the AWX execution environment bmops/ee (ee/prepare.py, then ansible-builder build)
 	$(PY) tests/harness/images.py build ee
+
+i18n: setup  ## compile the message catalogues i18n/*/LC_MESSAGES/bmops.po into .mo (Babel)
+	$(BIN)/pybabel compile -d i18n -D bmops --statistics
 
 lint: setup  ## yamllint, ruff, ansible-lint (production), syntax-check, ansible-doc
 	$(BIN)/yamllint -s .

@@ -33,7 +33,8 @@ from packaging.version import Version
 # What the wheel must carry (pyproject.toml, [tool.setuptools.package-data]):
 # ansible.cfg, the paths it names, the inventories and the rulebooks, whole; nothing else.
 SHIPPED_FILES = ("ansible.cfg",)
-SHIPPED_DIRS = ("playbooks", "roles", "plugins", "filter_plugins", "inventory", "extensions")
+SHIPPED_DIRS = ("playbooks", "roles", "plugins", "filter_plugins", "inventory", "extensions",
+                "i18n")
 # Left out of the copy: local state at the top of the tree, bytecode anywhere.
 TOP_IGNORE = {".git", ".venv", ".cache", ".pytest_cache", ".ruff_cache", "build", "dist",
               "reports", "bmops.egg-info"}

@@ -1,0 +1,100 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Trends of the check figures for people: sparklines and a forecast, pure functions.
+
+``bm_sparkline``: the last runs of one figure as an inline SVG (no script, no
+external asset: it shows in a mail client). ``bm_forecast``: when a straight line
+through the history fits well enough, in how many days it reaches a threshold
+("storage reaches 80 % in about 9 days"); otherwise nothing is said.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+from html import escape
+
+
+def _epoch(value) -> float:
+    if isinstance(value, int | float):
+        return float(value)
+    text = str(value).strip().replace("Z", "+00:00")
+    moment = datetime.datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.timestamp()
+
+
+def sparkline(values, width: int = 120, height: int = 24, colour: str = "#0969da",
+              label: str = "") -> str:
+    """VALUES (oldest first; None is a gap) as an SVG polyline with its last point marked.
+    Fewer than two numbers: an empty string."""
+    nums = [float(v) if isinstance(v, int | float) and not isinstance(v, bool)
+            and math.isfinite(v) else None for v in values or []]
+    known = [v for v in nums if v is not None]
+    if len(known) < 2:
+        return ""
+    low, high = min(known), max(known)
+    span = (high - low) or 1.0
+    pad = 2.0
+    step = (width - 2 * pad) / (len(nums) - 1)
+    segments, current, last = [], [], None
+    for i, v in enumerate(nums):
+        if v is None:
+            if current:
+                segments.append(current)
+            current = []
+            continue
+        x = pad + i * step
+        y = pad + (height - 2 * pad) * (1 - (v - low) / span)
+        current.append(f"{x:.1f},{y:.1f}")
+        last = (x, y)
+    if current:
+        segments.append(current)
+    lines = "".join(
+        f'<polyline fill="none" stroke="{escape(colour)}" stroke-width="1.5" '
+        f'points="{" ".join(seg)}"/>' for seg in segments if len(seg) > 1)
+    dot = f'<circle cx="{last[0]:.1f}" cy="{last[1]:.1f}" r="2" fill="{escape(colour)}"/>'
+    title = f"<title>{escape(label)}</title>" if label else ""
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" role="img">{title}{lines}{dot}</svg>')
+
+
+def forecast(points, threshold: float, min_points: int = 5, min_r2: float = 0.8,
+             horizon_days: float = 90.0):
+    """POINTS: [{at: time, value: number}] or [[time, value]] (any order). A least-squares
+    line through them; when it rises, fits (r² >= MIN_R2), the last value is still under
+    THRESHOLD and the crossing is within HORIZON_DAYS: {days, slope_per_day, r2, at}
+    (days rounded up); otherwise None."""
+    pairs = []
+    for p in points or []:
+        at, value = (p.get("at"), p.get("value")) if isinstance(p, dict) else p
+        if value is None or at is None:
+            continue
+        pairs.append((_epoch(at) / 86400.0, float(value)))
+    pairs.sort()
+    if len(pairs) < max(min_points, 2):
+        return None
+    n = len(pairs)
+    mx = sum(x for x, _ in pairs) / n
+    my = sum(y for _, y in pairs) / n
+    sxx = sum((x - mx) ** 2 for x, _ in pairs)
+    syy = sum((y - my) ** 2 for _, y in pairs)
+    if sxx == 0 or syy == 0:
+        return None
+    slope = sum((x - mx) * (y - my) for x, y in pairs) / sxx
+    r2 = slope * slope * sxx / syy
+    last_x, last_y = pairs[-1]
+    if slope <= 0 or r2 < min_r2 or last_y >= threshold:
+        return None
+    fitted_now = my + slope * (last_x - mx)
+    days = (threshold - fitted_now) / slope
+    if days <= 0 or days > horizon_days:
+        return None
+    crossing = datetime.datetime.fromtimestamp((last_x + days) * 86400.0, datetime.UTC)
+    return {"days": math.ceil(days), "slope_per_day": round(slope, 4), "r2": round(r2, 4),
+            "at": crossing.strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+class FilterModule:
+    def filters(self):
+        return {"bm_sparkline": sparkline, "bm_forecast": forecast}
