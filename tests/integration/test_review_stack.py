@@ -153,9 +153,17 @@ def test_the_play_fails_at_the_chosen_level_and_check_mode_writes_nothing(stack,
     assert "past its end of life" in failed[0]["res"]["msg"]
 
     before = stack.sh("stat -c %Y /var/lib/bmops/reports/review-latest.json").stdout
+    # the tools' files of the earlier real run, and nothing named like a scratch directory
+    state = "find /var/lib/bmops/review -type f -exec sha256sum {} + | sort"
+    state_before = stack.sh(state).stdout
+    assert "lynis-report.dat" in state_before and "testssl.json" in state_before
     result = stack.run("quarterly_review", cmdline="--check", extravars=FAIL_NONE)
     assert result.rc == 0, result.stdout[-3000:]
     assert result.changed_tasks() == []
     summary = result.artifact_data["bmops_review"]
     assert set(summary["parts"]) == {"security", "dependencies"}  # no benchmark in check mode
+    # check mode still ran Lynis and testssl.sh, into a scratch directory now gone
+    assert any(t.startswith("Lynis: ") for t in summary["findings"]), summary["findings"]
     assert stack.sh("stat -c %Y /var/lib/bmops/reports/review-latest.json").stdout == before
+    assert stack.sh(state).stdout == state_before
+    assert stack.sh("ls -d /tmp/bmops-review-* 2>/dev/null || true").stdout.strip() == ""
