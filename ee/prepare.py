@@ -4,7 +4,8 @@
 
 The EE build (``ansible-builder build``, execution-environment.yml) never
 reaches Galaxy or PyPI: closed networks have neither. This script fills
-``ee/offline/`` (git-ignored), which the build copies into its context:
+``ee/offline/`` (its contents are git-ignored), which the build copies into its
+context:
 
 ``collections/``
     one tarball per entry of ee/requirements.yml, under the file name that
@@ -98,25 +99,28 @@ def artifact_from_installed(src: Path, dest: Path) -> None:
     against its recorded checksum) and a MANIFEST.json that names its checksum.
     Reproducible: sorted, no times, no owners."""
     listed = json.loads((src / "FILES.json").read_text())
-    kept = []
+    kept, members = [], []
     for f in listed["files"]:
         path = src / f["name"]
-        if f["name"] == "." or (path.is_dir() if f["ftype"] == "dir" else path.is_file()):
+        if f["name"] == ".":
             kept.append(f)
-            if f["ftype"] == "file" and hashlib.sha256(path.read_bytes()).hexdigest() != f[
-                "chksum_sha256"
-            ]:
+        elif f["ftype"] == "dir" and path.is_dir():
+            kept.append(f)
+            members.append((f["name"], None))
+        elif f["ftype"] == "file" and path.is_file():
+            data = path.read_bytes()
+            if hashlib.sha256(data).hexdigest() != f["chksum_sha256"]:
                 raise PrepareError(
                     f"{path} differs from the checksum in {src}/FILES.json: the installed "
                     "collection was modified; reinstall it (make setup)"
                 )
+            kept.append(f)
+            members.append((f["name"], data))
     files_json = json.dumps(listed | {"files": kept}, indent=4).encode()
     manifest = json.loads((src / "MANIFEST.json").read_text())
     manifest["file_manifest_file"]["chksum_sha256"] = hashlib.sha256(files_json).hexdigest()
     members = [("MANIFEST.json", json.dumps(manifest, indent=4).encode()),
-               ("FILES.json", files_json)]
-    members += [(f["name"], None if f["ftype"] == "dir" else (src / f["name"]).read_bytes())
-                for f in kept if f["name"] != "."]
+               ("FILES.json", files_json), *members]
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for rel, data in members:
@@ -177,7 +181,7 @@ def python_requirements(pins: list[dict[str, str]]) -> list[str]:
     ee = yaml.safe_load((ROOT / "execution-environment.yml").read_text())
     deps = ee["dependencies"]
     reqs = [deps["ansible_core"]["package_pip"], deps["ansible_runner"]["package_pip"]]
-    files = [EE_DIR / "requirements.txt"]
+    texts = [(EE_DIR / "requirements.txt").read_text()]
     for col in pins:
         with tarfile.open(OFFLINE / "collections" / col["file"]) as tar:
             names = set(tar.getnames())
@@ -187,12 +191,9 @@ def python_requirements(pins: list[dict[str, str]]) -> list[str]:
                 rel = (yaml.safe_load(tar.extractfile(meta)) or {}).get(
                     "dependencies", {}).get("python", "")
             if rel in names:
-                text = tar.extractfile(rel).read().decode()
-                tmp = OFFLINE / f"req-{col['ns']}-{col['name']}.txt"
-                tmp.write_text(text)
-                files.append(tmp)
-    for f in files:
-        for line in f.read_text().splitlines():
+                texts.append(tar.extractfile(rel).read().decode())
+    for text in texts:
+        for line in text.splitlines():
             line = line.split("#", 1)[0].strip()
             if line:
                 reqs.append(line)
@@ -237,8 +238,6 @@ def main(argv: list[str] | None = None) -> int:
     except PrepareError as exc:
         print(f"prepare.py: ERROR: {exc}", file=sys.stderr)
         return 1
-    for stale in OFFLINE.glob("req-*.txt"):
-        stale.unlink()
     print(f"prepare.py: {len(pins)} collections in {OFFLINE / 'collections'}, "
           f"wheels from {house} in {OFFLINE / 'wheels'}")
     return 0
