@@ -6,14 +6,20 @@ A check is a dict::
     {metric, item, label, value, limit, op, unit, status: ok|warn|breach, message, notify}
 
 ``op`` is the condition that must hold for the check to be ok (``value op limit``).
-``message`` names the metric, the value and the limit. ``notify`` asks for a mail
+``message`` names the metric, the value and the limit, in English; ``msg`` is the same
+sentence as data, ``{id, fields}`` of the gettext catalogues ``i18n/<lang>/LC_MESSAGES``
+(a field that is itself ``{id, fields}`` is translated too), so a report renders it in
+any language (filter ``bm_check_text``). ``message`` is the English catalogue's text of
+``msg``: no sentence is written twice. ``notify`` asks for a mail
 (always for a breach; for a certificate from the warning window on, as the manual's
 section 6.2 wants a mail 30 days before expiry and an urgent one at 7 days).
 """
 
 from __future__ import annotations
 
+import gettext
 import re
+from pathlib import Path
 
 STATUS_ORDER = {'ok': 0, 'warn': 1, 'breach': 2}
 
@@ -56,12 +62,45 @@ WEEKLY_DEFAULTS = dict(
 )
 
 _OPS = {
-    '>=': (lambda v, lim: v >= lim, 'is below the limit'),
-    '>': (lambda v, lim: v > lim, 'is at or below the limit'),
-    '<': (lambda v, lim: v < lim, 'is at or above the limit'),
-    '<=': (lambda v, lim: v <= lim, 'is above the limit'),
-    '==': (lambda v, lim: v == lim, 'is not the expected'),
+    '>=': (lambda v, lim: v >= lim, 'ge'),
+    '>': (lambda v, lim: v > lim, 'gt'),
+    '<': (lambda v, lim: v < lim, 'lt'),
+    '<=': (lambda v, lim: v <= lim, 'le'),
+    '==': (lambda v, lim: v == lim, 'eq'),
 }
+
+_EN = Path(__file__).resolve().parent.parent / 'i18n' / 'en' / 'LC_MESSAGES' / 'bmops.mo'
+_CATALOGUE = []
+
+
+def msg(msgid, **fields):
+    """A sentence as data: a catalogue id and its fields (str, number or another msg)."""
+    return {'id': msgid, 'fields': fields}
+
+
+def english(m):
+    """The English catalogue's text of M (a msg, or a plain value)."""
+    if not isinstance(m, dict) or 'id' not in m:
+        return '' if m is None else str(m)
+    if not _CATALOGUE:
+        with open(_EN, 'rb') as fh:
+            _CATALOGUE.append(gettext.GNUTranslations(fh))
+    text = _CATALOGUE[0].gettext(m['id'])
+    if text == m['id']:
+        raise KeyError(f"message {m['id']!r} is missing from {_EN.with_suffix('.po')}")
+    return text.format(**{k: english(v) for k, v in (m.get('fields') or {}).items()})
+
+
+def _set(check, m):
+    """Give CHECK the message M (msg and its English text)."""
+    check['msg'] = m
+    check['message'] = english(m)
+    return check
+
+
+def more(check, detail):
+    """Append DETAIL (text or msg) to CHECK's message in parentheses."""
+    return _set(check, msg('check.more', text=check['msg'], more=detail))
 
 
 def _fmt(value, limit=None):
@@ -82,32 +121,41 @@ def _fmt(value, limit=None):
 
 
 def _with_unit(value, unit, limit=None):
-    if unit == '%':
-        return f'{_fmt(value, limit)} %'
-    return (f'{_fmt(value, limit)} {unit}').strip()
+    """The value with its unit, as a msg (``unit.h``: "26 h", "26 時間")."""
+    if not unit:
+        return _fmt(value, limit)
+    return msg('unit.' + ('percent' if unit == '%' else unit), n=_fmt(value, limit))
+
+
+def _name(label, item=None):
+    name = msg('label.' + label) if isinstance(label, str) else label
+    return name if item is None else msg('check.name', label=name, item=item)
+
+
+def _criterion(op, limit, unit):
+    return msg('crit.' + _OPS[op][1], limit=_with_unit(limit, unit))
 
 
 def make_check(metric, label, value, limit, op, unit='', item=None, fail_status='breach',
                message=None, status=None):
-    """Compare value op limit; build the check with a message naming metric, value, limit."""
+    """Compare value op limit; build the check with a message naming metric, value, limit.
+
+    LABEL is the catalogue key of the name (``label.<LABEL>``) or a msg; MESSAGE a msg."""
     if op not in _OPS:
         raise ValueError(f'unknown op {op!r}')
-    test, wording = _OPS[op]
-    name = label if item is None else f'{label} {item}'
+    test, opname = _OPS[op]
     if status is None:
         status = fail_status if value is None else 'ok' if test(value, limit) else fail_status
     if message is None:
-        if value is None:
-            message = f'{name} could not be measured (limit {op} {_with_unit(limit, unit)})'
-        elif status == 'ok':
-            message = (f'{name} {_with_unit(value, unit, limit)} is within the limit '
-                       f'{op} {_with_unit(limit, unit)}')
-        else:
-            message = (f'{name} {_with_unit(value, unit, limit)} {wording} '
-                       f'{_with_unit(limit, unit)}')
-    return dict(metric=metric, item=item, label=label, value=value, limit=limit, op=op,
-                unit=unit, status=status, message=message, notify=status == 'breach',
-                shown=None if value is None else _fmt(value, limit))
+        fields = dict(name=_name(label, item), criterion=_criterion(op, limit, unit),
+                      limit=_with_unit(limit, unit),
+                      value='' if value is None else _with_unit(value, unit, limit))
+        message = msg('check.unmeasured' if value is None else 'check.ok' if status == 'ok'
+                      else 'check.fail.' + opname, **fields)
+    check = dict(metric=metric, item=item, label=english(_name(label)), value=value,
+                 limit=limit, op=op, unit=unit, status=status, notify=status == 'breach',
+                 shown=None if value is None else _fmt(value, limit))
+    return _set(check, message)
 
 
 def _thresholds(defaults, overrides):
@@ -120,15 +168,14 @@ def _section(facts, name):
     """A section of the module result, or an error dict when missing."""
     section = (facts or {}).get(name)
     if section is None:
-        return {'error': f'section {name} was not gathered'}
+        return {'error': msg('reason.not_gathered', section=name)}
     return section
 
 
 def _unmeasured(metric, label, limit, op, unit, reason, item=None, status='breach'):
-    check = make_check(metric, label, None, limit, op, unit, item=item, fail_status=status)
-    check['message'] = '{} could not be measured (limit {} {}): {}'.format(
-        check['message'].split(' could not')[0], op, _with_unit(limit, unit), reason)
-    return check
+    return make_check(metric, label, None, limit, op, unit, item=item, fail_status=status,
+                      message=msg('check.unmeasured_why', name=_name(label, item),
+                                  criterion=_criterion(op, limit, unit), reason=reason))
 
 
 # ------------------------------------------------------------------ certificates
@@ -142,21 +189,14 @@ def certificate_checks(certificates, warn_days=30, urgent_days=7):
             days = cert['seconds_left'] / 86400.0
         if days is None:
             checks.append(_unmeasured('certificate_days_left', 'certificate', warn_days, '>',
-                                      'days', cert.get('error') or 'no expiry date', item=item))
+                                      'days', cert.get('error') or msg('reason.no_expiry'),
+                                      item=item))
             continue
-        if days <= urgent_days:
-            status, urgency = 'breach', 'URGENT: '
-        elif days <= warn_days:
-            status, urgency = 'warn', ''
-        else:
-            status, urgency = 'ok', ''
+        status = 'breach' if days <= urgent_days else 'warn' if days <= warn_days else 'ok'
         limit = urgent_days if status == 'breach' else warn_days
         shown = _fmt(float(days), limit) if days != int(days) else str(int(days))
-        if status == 'ok':
-            message = f'certificate {item} expires in {shown} days (warning at {warn_days} days)'
-        else:
-            message = (f'{urgency}certificate {item} expires in {shown} days, '
-                       f'at or below the limit {limit} days')
+        message = msg('check.cert.' + status, item=item, days=shown,
+                      limit=warn_days if status == 'ok' else limit)
         check = make_check('certificate_days_left', 'certificate', days, warn_days, '>',
                            'days', item=item, status=status, message=message)
         check['notify'] = status != 'ok'
@@ -174,7 +214,7 @@ def backup_checks(backup, t):
     """
     if backup is None:
         return []
-    age_label, run_label = 'newest verified backup age', 'last scheduled backup run'
+    age_label, run_label = 'backup_age', 'backup_run'
     limit = t['backup_age_max_hours']
     if backup.get('error'):
         return [_unmeasured('backup_newest_age_hours', age_label, limit, '<=', 'h',
@@ -186,29 +226,26 @@ def backup_checks(backup, t):
     if newest:
         check = make_check('backup_newest_age_hours', age_label,
                            round(newest['age_seconds'] / 3600.0, 2), limit, '<=', 'h')
-        check['message'] += ' ({}, {})'.format(newest.get('id'), newest.get('created_utc'))
-        checks.append(check)
+        checks.append(more(check, '{}, {}'.format(newest.get('id'), newest.get('created_utc'))))
     else:
         status = 'breach' if run else t['backup_unmeasured_status']
         checks.append(make_check(
             'backup_newest_age_hours', age_label, None, limit, '<=', 'h', status=status,
-            message='no verified backup (limit <= {} h){}'.format(
-                limit, '' if run else ': no scheduled backup run has happened yet')))
+            message=msg('check.backup.none' if run else 'check.backup.none_yet', limit=limit)))
     if run is None:
         checks.append(make_check(
             'backup_last_scheduled_run', run_label, None, 1, '==',
             status=t['backup_unmeasured_status'],
-            message='no scheduled backup run recorded yet (the cron job runs '
-                    'bmops-backup backup --scheduled)'))
+            message=msg('check.backup.no_run')))
     else:
         ok = bool(run.get('ok'))
-        when = run.get('finished_utc', 'time unknown')
+        when = run.get('finished_utc') or msg('reason.time_unknown')
         checks.append(make_check(
             'backup_last_scheduled_run', run_label, 1 if ok else 0, 1, '==',
             fail_status=t['backup_run_status'],
-            message=f'last scheduled backup run ({when}) succeeded' if ok else
-            'last scheduled backup run ({}) failed (limit: success): {}'.format(
-                when, run.get('error') or 'no error recorded')))
+            message=msg('check.backup.run_ok', when=when) if ok else
+            msg('check.backup.run_failed', when=when,
+                reason=run.get('error') or msg('reason.no_error'))))
     return checks
 
 
@@ -221,39 +258,41 @@ def evaluate_daily(facts, thresholds=None, certificates=None, backup=None):
     health = _section(facts, 'health')
     ready = health.get('ready') or {}
     if ready.get('status') is None:
-        checks.append(_unmeasured('health_ready_status', 'GET /health/ready', t['ready_status'],
+        checks.append(_unmeasured('health_ready_status', 'ready_endpoint', t['ready_status'],
                                   '==', '', ready.get('error') or health.get('error')
-                                  or 'no answer'))
+                                  or msg('reason.no_answer')))
     else:
-        check = make_check('health_ready_status', 'GET /health/ready status', ready['status'],
+        check = make_check('health_ready_status', 'ready_status', ready['status'],
                            t['ready_status'], '==')
         if check['status'] != 'ok' and isinstance(ready.get('json'), dict) \
                 and ready['json'].get('failed'):
-            check['message'] += ' (failed: {})'.format(', '.join(map(str, ready['json']['failed'])))
+            check = more(check, msg('detail.failed', names=', '.join(
+                map(str, ready['json']['failed']))))
         checks.append(check)
 
     jobs = _section(facts, 'jobs')
     if jobs.get('error'):
-        checks.append(_unmeasured('job_success_rate', 'job success rate', t['success_rate_min'],
+        checks.append(_unmeasured('job_success_rate', 'job_success_rate', t['success_rate_min'],
                                   '>=', '%', jobs['error']))
-        checks.append(_unmeasured('failed_jobs', 'failed jobs', t['failed_jobs_max'], '<=', '',
-                                  'see job success rate', status=t['failed_jobs_status']))
+        checks.append(_unmeasured('failed_jobs', 'failed_jobs', t['failed_jobs_max'], '<=', '',
+                                  msg('reason.see_success_rate'),
+                                  status=t['failed_jobs_status']))
     else:
         window = jobs.get('window_hours', 24)
         if not jobs.get('total'):
             checks.append(make_check(
-                'job_success_rate', 'job success rate', None, t['success_rate_min'], '>=', '%',
+                'job_success_rate', 'job_success_rate', None, t['success_rate_min'], '>=', '%',
                 status=t['success_rate_no_jobs'],
-                message=f'job success rate is undefined: no backup job finished in the last '
-                        f"{window} h (limit >= {_with_unit(t['success_rate_min'], '%')})"))
+                message=msg('check.no_jobs', hours=window,
+                            criterion=_criterion('>=', t['success_rate_min'], '%'))))
         else:
-            checks.append(make_check('job_success_rate', 'job success rate',
+            checks.append(make_check('job_success_rate', 'job_success_rate',
                                      jobs.get('success_rate'), t['success_rate_min'], '>=', '%'))
-        failed = make_check('failed_jobs', 'failed jobs', int(jobs.get('failed') or 0),
+        failed = make_check('failed_jobs', 'failed_jobs', int(jobs.get('failed') or 0),
                             t['failed_jobs_max'], '<=', fail_status=t['failed_jobs_status'])
         names = [str(j.get('name') or j.get('id')) for j in jobs.get('failed_jobs') or []]
         if failed['status'] != 'ok' and names:
-            failed['message'] += ' ({})'.format(', '.join(names[:5]))
+            failed = more(failed, ', '.join(names[:5]))
         checks.append(failed)
 
     storage = _section(facts, 'storage')
@@ -265,7 +304,7 @@ def evaluate_daily(facts, thresholds=None, certificates=None, backup=None):
                                  item=target.get('name') or target.get('path')))
     for fs in storage.get('filesystems') or []:
         measured += 1
-        checks.append(make_check('filesystem_used_percent', 'file system',
+        checks.append(make_check('filesystem_used_percent', 'filesystem',
                                  fs.get('used_percent'), t['storage_used_max'], '<', '%',
                                  item=fs.get('path')))
     if storage.get('error') and not measured:
@@ -277,7 +316,7 @@ def evaluate_daily(facts, thresholds=None, certificates=None, backup=None):
 
     logs = _section(facts, 'logs')
     services = logs.get('services') or {}
-    log_label = f"ERROR log lines ({logs.get('window_hours', 24)} h) of"
+    log_label = msg('label.error_logs_of', hours=logs.get('window_hours', 24))
     for service in sorted(services):
         entry = services[service]
         if entry.get('read_error') and not entry.get('lines'):
@@ -289,17 +328,17 @@ def evaluate_daily(facts, thresholds=None, certificates=None, backup=None):
                                  t['error_logs_max'], '<=', item=service,
                                  fail_status=t['error_logs_status']))
     if not services and logs.get('error'):
-        checks.append(_unmeasured('error_log_lines', 'ERROR log lines', t['error_logs_max'],
+        checks.append(_unmeasured('error_log_lines', 'error_logs', t['error_logs_max'],
                                   '<=', '', logs['error'], status=t['error_logs_status']))
 
     redis = (facts or {}).get('redis')
     if redis is not None:
         ok = bool(redis.get('ok'))
         checks.append(make_check(
-            'redis_ping', 'Redis PING', 1 if ok else 0, 1, '==',
+            'redis_ping', 'redis_ping', 1 if ok else 0, 1, '==',
             fail_status=t['redis_ping_status'],
-            message='Redis PING answered {}'.format(redis.get('response')) if ok else
-            'Redis PING failed (limit: PONG): %s' % (redis.get('error') or 'no answer')))
+            message=msg('check.redis.ok', response=redis.get('response')) if ok else
+            msg('check.redis.failed', reason=redis.get('error') or msg('reason.no_answer'))))
 
     containers = (facts or {}).get('containers')
     if containers is not None:
@@ -308,15 +347,14 @@ def evaluate_daily(facts, thresholds=None, certificates=None, backup=None):
                                       containers['error'], status=t['containers_status']))
         for item in containers.get('items') or []:
             up = bool(item.get('running')) and item.get('health') in (None, 'healthy', 'starting')
-            desc = '{} ({}) is {}{}, restarts {}'.format(
-                item.get('name'), item.get('service'), item.get('state'),
-                ', health {}'.format(item['health']) if item.get('health') else '',
-                item.get('restart_count', 0))
-            checks.append(make_check('container_up', 'container', 1 if up else 0, 1, '==',
-                                     item=item.get('service') or item.get('name'),
-                                     fail_status=t['containers_status'],
-                                     message='container ' + desc + (
-                                         '' if up else ' (expected: running and healthy)')))
+            checks.append(make_check(
+                'container_up', 'container', 1 if up else 0, 1, '==',
+                item=item.get('service') or item.get('name'), fail_status=t['containers_status'],
+                message=msg('check.container.' + ('up' if up else 'down'),
+                            name=item.get('name'), service=item.get('service'),
+                            state=item.get('state'), restarts=item.get('restart_count', 0),
+                            health=msg('detail.health', health=item['health'])
+                            if item.get('health') else '')))
 
     checks.extend(backup_checks(backup, t))
     checks.extend(certificate_checks(certificates, t['cert_warn_days'], t['cert_urgent_days']))
@@ -350,7 +388,7 @@ def _pg_checks(pg, t):
         tuples = (table.get('live_tuples') or 0) + (table.get('dead_tuples') or 0)
         if tuples < t['dead_min_tuples'] or table.get('dead_percent') is None:
             continue
-        checks.append(make_check('dead_tuple_percent', 'dead tuples of',
+        checks.append(make_check('dead_tuple_percent', 'dead_tuples_of',
                                  float(table['dead_percent']), t['dead_percent_max'], '<=', '%',
                                  item='{}.{}'.format(table.get('schema'), table.get('table')),
                                  fail_status='warn'))
@@ -358,7 +396,7 @@ def _pg_checks(pg, t):
     cache = pg.get('cache_hit') or {}
     blocks = (cache.get('blks_hit') or 0) + (cache.get('blks_read') or 0)
     if cache.get('ratio_percent') is not None and blocks >= t['cache_hit_min_blocks']:
-        checks.append(make_check('cache_hit_percent', 'cache hit ratio',
+        checks.append(make_check('cache_hit_percent', 'cache_hit',
                                  float(cache['ratio_percent']), t['cache_hit_min'], '>=', '%',
                                  fail_status='warn'))
 
@@ -367,37 +405,37 @@ def _pg_checks(pg, t):
         if age is None:
             continue
         if age >= t['xid_age_breach']:
-            checks.append(make_check('xid_age', 'transaction ID age of', age,
+            checks.append(make_check('xid_age', 'xid_age_of', age,
                                      t['xid_age_breach'], '<', item=db.get('name')))
         else:
-            checks.append(make_check('xid_age', 'transaction ID age of', age, t['xid_age_warn'],
+            checks.append(make_check('xid_age', 'xid_age_of', age, t['xid_age_warn'],
                                      '<', item=db.get('name'), fail_status='warn'))
 
     conns = pg.get('connections') or {}
     if conns.get('used_percent') is not None:
-        checks.append(make_check('connections_used_percent', 'connections used',
+        checks.append(make_check('connections_used_percent', 'connections',
                                  float(conns['used_percent']), t['connections_used_max'], '<=',
                                  '%', fail_status='warn'))
 
     queries = pg.get('long_running_queries') or []
     longest = max([float(q.get('seconds') or 0) for q in queries] or [0.0])
-    checks.append(make_check('longest_query_seconds', 'longest running query',
+    checks.append(make_check('longest_query_seconds', 'longest_query',
                              round(longest, 1), t['long_query_seconds'], '<=', 's',
                              fail_status='warn'))
 
     if 'unused_indexes' in pg:
         unused = pg.get('unused_indexes') or []
-        check = make_check('unused_indexes', 'unused index candidates', len(unused),
+        check = make_check('unused_indexes', 'unused_indexes', len(unused),
                            t['unused_indexes_max'], '<=', fail_status='warn')
         if unused:
-            check['message'] += ' ({})'.format(', '.join(i.get('index', '?') for i in unused[:5]))
+            check = more(check, ', '.join(i.get('index', '?') for i in unused[:5]))
         checks.append(check)
     if 'missing_index_candidates' in pg:
         missing = pg.get('missing_index_candidates') or []
-        check = make_check('missing_index_candidates', 'missing index candidates', len(missing),
+        check = make_check('missing_index_candidates', 'missing_indexes', len(missing),
                            t['missing_indexes_max'], '<=', fail_status='warn')
         if missing:
-            check['message'] += ' ({})'.format(', '.join(
+            check = more(check, ', '.join(
                 '{}.{}'.format(m.get('schema'), m.get('table')) for m in missing[:5]))
         checks.append(check)
 
@@ -405,11 +443,10 @@ def _pg_checks(pg, t):
     if pgss is not None:
         available = bool(pgss.get('available'))
         checks.append(make_check(
-            'pg_stat_statements_available', 'pg_stat_statements', 1 if available else 0, 1, '==',
+            'pg_stat_statements_available', 'pgss', 1 if available else 0, 1, '==',
             fail_status='warn',
-            message='pg_stat_statements is available' if available else
-            'pg_stat_statements is not available (expected: installed and loaded): '
-            f"{pgss.get('reason')}"))
+            message=msg('check.pgss.ok') if available else
+            msg('check.pgss.missing', reason=pgss.get('reason'))))
     return checks
 
 
@@ -421,23 +458,23 @@ def evaluate_weekly(pg_stats, thresholds=None, updates=None, certificates=None):
     if pg.get('failed') or (pg.get('msg') and not pg.get('databases')):
         # No statistics at all: one breach that says why, no made-up values.
         checks.append(make_check(
-            'pg_stats', 'database statistics', None, 1, '==', status='breach',
-            message='database statistics could not be read: '
-                    f"{pg.get('msg') or 'bm_pg_stats_info returned nothing'}"))
+            'pg_stats', 'pg_stats', None, 1, '==', status='breach',
+            message=msg('check.pg_stats.unreadable',
+                        reason=pg.get('msg') or msg('reason.pg_stats_nothing'))))
     else:
         checks.extend(_pg_checks(pg, t))
 
     if updates is not None:
         if updates.get('error'):
-            checks.append(_unmeasured('security_updates', 'pending security updates',
+            checks.append(_unmeasured('security_updates', 'security_updates',
                                       t['security_updates_max'], '<=', '', updates['error'],
                                       status='warn'))
         else:
-            check = make_check('security_updates', 'pending security updates',
+            check = make_check('security_updates', 'security_updates',
                                int(updates.get('security') or 0), t['security_updates_max'],
                                '<=', fail_status=t['security_updates_status'])
             if updates.get('security_packages') and check['status'] != 'ok':
-                check['message'] += ' ({})'.format(', '.join(updates['security_packages'][:10]))
+                check = more(check, ', '.join(updates['security_packages'][:10]))
             checks.append(check)
 
     checks.extend(certificate_checks(certificates, t['cert_warn_days'], t['cert_urgent_days']))
@@ -464,7 +501,10 @@ def notify_once(checks, previous=None, metrics=('certificate_days_left',)):
             keys.append(key)
             if key in previous:
                 check['notify'] = False
-                check['message'] += ' (mailed when it crossed the limit)'
+                if 'msg' in check:
+                    check = more(check, msg('detail.mailed'))
+                else:
+                    check['message'] += ' (mailed when it crossed the limit)'
         out.append(check)
     return dict(checks=out, keys=sorted(set(keys)))
 

@@ -11,6 +11,10 @@ the ``.po`` beside it: ``make i18n``)::
 A missing id or language is an error that names it: a report never shows an id
 instead of a sentence. Placeholders are ``str.format`` fields ({days}).
 
+A sentence built as data elsewhere (``{id, fields}``, as the checks of
+``bm_checks`` carry it in ``msg``) is rendered with ``bm_msg``; a field that is
+itself ``{id, fields}`` is translated too. ``bm_check_text`` is a check's sentence.
+
 Times for people are shown in the managed host's time zone with its offset
 (``2026-12-02 09:00 JST (+09:00)``); machine outputs stay UTC.
 """
@@ -59,6 +63,33 @@ def translate(msgid: str, lang: str = "en", **fields) -> str:
         raise I18nError(f"message {msgid!r} ({lang}) needs the field {exc}") from None
 
 
+def render(m, lang: str = "en") -> str:
+    """M ({id, fields}; a field may be another such dict) in LANG; a plain value as text."""
+    if not isinstance(m, dict) or "id" not in m:
+        return "" if m is None else str(m)
+    fields = {k: render(v, lang) for k, v in (m.get("fields") or {}).items()}
+    return translate(m["id"], lang, **fields)
+
+
+def check_text(check: dict, lang: str = "en") -> str:
+    """A check's sentence in LANG (its ``msg``); a check without one keeps its message."""
+    if isinstance(check.get("msg"), dict):
+        return render(check["msg"], lang)
+    return str(check.get("message", ""))
+
+
+def zone_name(link_target: str | None, fallback: str = "UTC") -> str:
+    """The IANA name in the target of /etc/localtime (``/usr/share/zoneinfo/Asia/Tokyo``
+    gives ``Asia/Tokyo``); FALLBACK when it names none."""
+    text = str(link_target or "")
+    if "zoneinfo/" not in text:
+        return fallback
+    name = text.split("zoneinfo/", 1)[1].strip("/")
+    for prefix in ("posix/", "right/"):
+        name = name.removeprefix(prefix)
+    return name or fallback
+
+
 def _parse(value) -> datetime.datetime:
     if isinstance(value, datetime.datetime):
         moment = value
@@ -102,6 +133,9 @@ class FilterModule:
     def filters(self):
         return {
             "bm_t": translate,
+            "bm_msg": render,
+            "bm_check_text": check_text,
+            "bm_zone_name": zone_name,
             "bm_local_time": local_time,
             "bm_local_date": local_date,
         }

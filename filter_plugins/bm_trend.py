@@ -91,10 +91,39 @@ def forecast(points, threshold: float, min_points: int = 5, min_r2: float = 0.8,
     if days <= 0 or days > horizon_days:
         return None
     crossing = datetime.datetime.fromtimestamp((last_x + days) * 86400.0, datetime.UTC)
-    return {"days": math.ceil(days), "slope_per_day": round(slope, 4), "r2": round(r2, 4),
+    # rounded up, after the float noise of epoch arithmetic (4.0000001 days is 4)
+    return {"days": math.ceil(round(days, 6)), "slope_per_day": round(slope, 4), "r2": round(r2, 4),
             "at": crossing.strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+STORAGE_METRICS = ("storage_used_percent", "filesystem_used_percent")
+
+
+def storage_forecasts(checks, history, threshold=None, min_points: int = 5,
+                      min_r2: float = 0.8, horizon_days: float = 90.0):
+    """For each storage check of CHECKS (this run), the forecast of its figure in
+    HISTORY (``[{at, figures: {"storage:<item>": percent}}]``, this run included):
+    [{target, threshold, days, count, slope_per_day, r2, at}] for those that will
+    cross THRESHOLD (default: the check's own limit) within HORIZON_DAYS."""
+    out = []
+    for check in checks or []:
+        if check.get("metric") not in STORAGE_METRICS or check.get("value") is None:
+            continue
+        key = f"storage:{check.get('item')}"
+        points = [{"at": h.get("at"), "value": (h.get("figures") or {}).get(key)}
+                  for h in history or [] if isinstance(h, dict)]
+        points = [p for p in points if isinstance(p["value"], int | float)]
+        limit = float(check["limit"] if threshold in (None, "") else threshold)
+        found = forecast(points, limit, min_points=int(min_points), min_r2=float(min_r2),
+                         horizon_days=float(horizon_days))
+        if found:
+            shown = int(limit) if limit.is_integer() else limit
+            out.append({"target": check.get("item"), "threshold": shown,
+                        "count": len(points), **found})
+    return out
 
 
 class FilterModule:
     def filters(self):
-        return {"bm_sparkline": sparkline, "bm_forecast": forecast}
+        return {"bm_sparkline": sparkline, "bm_forecast": forecast,
+                "bm_storage_forecasts": storage_forecasts}

@@ -201,12 +201,14 @@ def test_certificate_warning_asks_for_mail_without_breach():
     [([], "ok"), (["ok", "ok"], "ok"), (["ok", "warn"], "warn"), (["warn", "breach"], "breach")],
 )
 def test_report_summary(statuses, overall):
-    checks = [bm_checks.make_check("m", "metric", 1, 1, "==", status=s, message=f"m {i}")
+    checks = [bm_checks.make_check("m", "storage", 1, 1, "==", status=s,
+                                   message=bm_checks.msg("detail.failed", names=f"m {i}"))
               for i, s in enumerate(statuses)]
     summary = bm_checks.report_summary(checks)
     assert summary["status"] == overall
     assert summary["total"] == len(statuses)
-    assert summary["breaches"] == [f"m {i}" for i, s in enumerate(statuses) if s == "breach"]
+    assert summary["breaches"] == [f"failed: m {i}" for i, s in enumerate(statuses)
+                                   if s == "breach"]
     assert summary["notify"] == ("breach" in statuses)
 
 
@@ -217,13 +219,13 @@ def test_report_summary(statuses, overall):
      (503, 200, "==", False)],
 )
 def test_make_check_ops(value, limit, op, ok):
-    check = bm_checks.make_check("m", "metric", value, limit, op)
+    check = bm_checks.make_check("m", "storage", value, limit, op)
     assert (check["status"] == "ok") is ok
 
 
 def test_make_check_rejects_unknown_op():
     with pytest.raises(ValueError, match="unknown op"):
-        bm_checks.make_check("m", "metric", 1, 1, "~")
+        bm_checks.make_check("m", "storage", 1, 1, "~")
 
 
 def test_prometheus_textfile():
@@ -249,7 +251,7 @@ def test_prometheus_textfile():
 
 
 def test_prometheus_skips_unmeasured_values_and_sanitises_prefix():
-    checks = [bm_checks.make_check("m", "metric", None, 5, "<=")]
+    checks = [bm_checks.make_check("m", "storage", None, 5, "<=")]
     text = bm_checks.prometheus(checks, "bm-ops", "weekly")
     assert "bm_ops_check_limit" in text
     assert "bm_ops_check_value{" not in text
