@@ -13,6 +13,11 @@ command -v make >/dev/null 2>&1 || need+=(make)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 # ansible-rulebook (the rule tests of extensions/eda) runs on a Java 17+ runtime
 java -version 2>&1 | grep -qE 'version "(1[7-9]|[2-9][0-9])' || need+=(openjdk-17-jre-headless)
+# the HTML report opened in a real browser: headless Chromium prints it to PDF,
+# pdftotext reads it back; Noto CJK so Japanese is drawn, not boxes
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v pdftotext >/dev/null 2>&1 || need+=(poppler-utils)
+dpkg -s fonts-noto-cjk >/dev/null 2>&1 || need+=(fonts-noto-cjk)
 
 if ((${#need[@]} > 0)); then
   if [[ $(id -u) -ne 0 ]]; then

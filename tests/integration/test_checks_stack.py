@@ -8,7 +8,10 @@ Each test leaves the stack healthy for the next.
 
 from __future__ import annotations
 
+import datetime
 import json
+import os
+import subprocess
 import time
 from email.header import decode_header, make_header
 
@@ -196,3 +199,73 @@ def test_mail_enabled_without_recipient_fails_naming_the_variable(stack):
     result = stack.run("daily_check", extravars={"health_report_mail_enabled": True})
     assert result.rc != 0
     assert "health_report_mail_to" in result.stdout and "is empty" in result.stdout
+
+
+def chromium(*args: str) -> None:
+    """Headless Chromium of the controller (Debian's package, as root: no sandbox)."""
+    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu",
+                    "--no-pdf-header-footer", "--hide-scrollbars", *args],
+                   check=True, capture_output=True, timeout=120)
+
+
+def test_japanese_report_on_a_tokyo_host_reads_in_a_browser(stack, smtp_sink, tmp_path):
+    """bm_language ja on a host in Asia/Tokyo: the report leads with the manual's §1.1
+    checklist in Japanese, shows times in JST with their offset (the JSON stays UTC),
+    draws the history as sparklines, mails a Japanese subject; Chromium prints it to a
+    PDF whose text holds the headings and the figures (no tofu)."""
+    previous = stack.sh("readlink /etc/localtime").stdout.strip()
+    pem = "/tmp/bmops-it-cert-ja.pem"
+    stack.sh(f"ln -sf /usr/share/zoneinfo/Asia/Tokyo /etc/localtime && "
+             f"rm -f /var/lib/bmops/reports/.notified-daily.json && "
+             f"openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+             f"-days 20 -subj /CN=ja.example.test -keyout /tmp/bmops-it-cert-ja.key "
+             f"-out {pem} 2>/dev/null")
+    extravars = {**mail_vars(smtp_sink), "bm_language": "ja", "bm_certificates": [pem],
+                 "bm_daily_thresholds": {"success_rate_min": 0}}
+    try:
+        before = len(json.loads(stack.sh(
+            "cat /var/lib/bmops/reports/daily-history.json 2>/dev/null || echo '[]'").stdout))
+        smtp_sink.clear()
+        for _ in range(2):
+            result = stack.run("daily_check", extravars=extravars)
+            assert result.rc == 0, result.stdout[-3000:]
+        # the certificate inside its warning window is mailed once, in Japanese
+        mails = smtp_sink.wait_for(1)
+        subject = str(make_header(decode_header(mails[0]["Subject"])))
+        assert subject.startswith("[bmops] 注意: 日次監視チェック"), subject
+        history = json.loads(stack.sh("cat /var/lib/bmops/reports/daily-history.json").stdout)
+        assert len(history) == min(before + 2, 60)
+        assert history[-1]["figures"]["health_ready"] == 200
+        data = report(stack, "daily")
+        assert data["generated_at"].endswith("Z")  # machine output: UTC
+        generated = datetime.datetime.fromisoformat(data["generated_at"].replace("Z", "+00:00"))
+        local = generated.astimezone(datetime.timezone(datetime.timedelta(hours=9)))
+        shown = local.strftime("%Y-%m-%d %H:%M") + " JST (+09:00)"
+        page = stack.sh("cat /var/lib/bmops/reports/daily-latest.html").stdout
+        assert shown in page and '<html lang="ja">' in page
+        assert page.count("<svg") >= 1 and "<script" not in page
+        markdown = stack.sh("cat /var/lib/bmops/reports/daily-latest.md").stdout
+        assert "| システム稼働確認 | GET /health/ready | 200 OK | 200 | ✅ 正常 |" in markdown
+        # a real browser: print to PDF, read the text back
+        html_file = tmp_path / "daily-latest.html"
+        html_file.write_text(page, encoding="utf-8")
+        pdf = tmp_path / "daily-latest.pdf"
+        chromium(f"--print-to-pdf={pdf}", html_file.as_uri())
+        text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], check=True,
+                              capture_output=True, text=True).stdout
+        for heading in ("日次監視チェック", "監視チェックリスト（毎日）", "システム稼働確認",
+                        "バックアップジョブ成功率", "ストレージ使用率", "エラーログ確認",
+                        "証明書 /tmp/bmops-it-cert-ja.pem の有効期限まで", "詳細"):
+            assert heading in text, (heading, text[:2000])
+        assert shown in text and "200 OK" in text
+        # no tofu: the text reads back (above), and the font the browser draws Japanese
+        # with is Noto Sans CJK (Chromium embeds it unnamed, so pdffonts cannot say)
+        match = subprocess.run(["fc-match", "sans-serif:lang=ja"], check=True,
+                               capture_output=True, text=True).stdout
+        assert "Noto Sans CJK" in match, match
+        if os.environ.get("BMOPS_SCREENSHOT"):  # docs/images/daily-report-ja.png
+            chromium(f"--screenshot={os.environ['BMOPS_SCREENSHOT']}",
+                     "--window-size=1100,1500", html_file.as_uri())
+    finally:
+        stack.sh(f"ln -sf {previous} /etc/localtime; rm -f {pem} /tmp/bmops-it-cert-ja.key "
+                 "/var/lib/bmops/reports/.notified-daily.json")

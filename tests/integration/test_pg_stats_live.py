@@ -381,8 +381,12 @@ def test_09_daily_playbook_end_to_end(pg, app_schema, stack, smtp_sink, tmp_path
     assert checks[("storage_used_percent", "nas1")] == "breach"
     assert checks[("container_up", "db")] == "ok"
     names = sorted(p.name for p in (tmp_path / "reports").iterdir())
-    # 3 forms x (stamped + latest), and the certificate alerts mailed (none here)
-    assert len(names) == 7 and "daily-latest.md" in names and "daily-latest.html" in names
+    # 3 forms x (stamped + latest), the certificate alerts mailed (none here), the
+    # history of the figures (this one run)
+    assert len(names) == 8 and "daily-latest.md" in names and "daily-latest.html" in names
+    history = json.loads((tmp_path / "reports" / "daily-history.json").read_text())
+    assert [h["figures"]["storage:nas1"] for h in history] == [
+        next(c["value"] for c in report["checks"] if c["item"] == "nas1")]
     assert json.loads((tmp_path / "reports" / ".notified-daily.json").read_text()) == []
     prom = tmp_path / "prom" / "bmops_daily.prom"
     assert 'bmops_run_status{check="daily"} 2' in prom.read_text()
