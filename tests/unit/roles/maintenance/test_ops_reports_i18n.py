@@ -1,0 +1,113 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The monthly maintenance and DR drill reports in both languages (bm_language):
+the same lines in each, no English sentence left in the Japanese one, times in the
+host's zone."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import bm_i18n
+import jinja2
+import pytest
+from helpers import ROOT
+
+DATA = ["app1.example.test", "app_audit_log", "public.backup_jobs", "json-file",
+        "max-size=10m", "maintenance_patches_approved", "maintenance_allow_reboot",
+        "VACUUM ANALYZE", "bmops-backup", "logrotate", "nginx", "Docker", "backend",
+        "bmops/backend:ref", "pulled", "custom", "drill"]
+
+
+def render(role: str, name: str, lang: str, **context) -> str:
+    env = jinja2.Environment(  # noqa: S701 - as Ansible's template module
+        loader=jinja2.FileSystemLoader(str(ROOT / "roles" / role / "templates")),
+        undefined=jinja2.StrictUndefined, trim_blocks=True)
+    env.filters.update(bm_i18n.FilterModule().filters())
+    env.filters["to_json"] = json.dumps
+    env.filters["bool"] = lambda v: v if isinstance(v, bool) else str(v).lower() in (
+        "1", "true", "yes", "on")
+    return env.get_template(name).render(bm_language=lang, __bmops_common_timezone="Asia/Tokyo",
+                                         inventory_hostname="app1.example.test", **context)
+
+
+def maintenance(lang: str) -> str:
+    report = {
+        "vacuum": {"dead_tuples_before": 900, "dead_tuples_after": 0, "database": "backup_mgmt",
+                   "database_bytes_before": 10485760, "database_bytes_after": 9437184,
+                   "tables": [{"table": "public.backup_jobs", "dead_before": 900,
+                               "dead_after": 0, "live_after": 100, "bytes_before": 8192,
+                               "bytes_after": 8192}]},
+        "retention": {"deleted": 12, "table": "app_audit_log", "keep_days": 365,
+                      "batches": 1, "batch_size": 5000},
+        "logrotate": {"logrotate_installed": True, "logrotate_config_valid": True,
+                      "logrotate_errors": [], "nginx_present": True, "nginx_deleted": ["a"],
+                      "docker_log_config": {"type": "json-file",
+                                            "config": {"max-size": "10m"}},
+                      "docker_log_issues": []},
+        "patches": {"pending": [{"name": "libssl3", "current": "3.0.1", "candidate": "3.0.2"}],
+                    "changed": False, "approved": False, "security": ["libssl3"],
+                    "backup": "20261201_030000", "reboot_required": True, "rebooted": False},
+        "images": {"services": [{"service": "backend", "image": "bmops/backend:ref",
+                                 "result": "pulled", "from": "sha256:0123456789abcdef",
+                                 "to": "sha256:fedcba9876543210"}]},
+        "restore_test": {"failed": False, "id": "20261201_030000"},
+    }
+    return render("maintenance", "maintenance.md.j2", lang, __maintenance_report=report,
+                  __maintenance_started="2026-12-01T15:30:00Z", maintenance_nginx_keep_days=14)
+
+
+def dr_drill(lang: str) -> str:
+    result = {"rto_seconds": 95, "rto_target_seconds": 3600, "rto_ok": True,
+              "rpo_seconds": 7200, "rpo_target_seconds": 86400, "rpo_ok": True,
+              "backup": {"id": "20261201_030000", "format": "custom", "size_bytes": 204800,
+                         "created_utc": "2026-12-01T15:00:00Z"},
+              "restore": {"ok": True}, "ready": {"status": "ok"}, "stack_kept": False}
+    return render("dr_drill", "dr_drill.md.j2", lang, dr_drill_result=result,
+                  dr_drill_project_name="bmops-drill", dr_drill_db_port=15432,
+                  dr_drill_backend_port=18000)
+
+
+def english_sentences(text: str) -> list[str]:
+    for d in DATA:
+        text = text.replace(d, " ")
+    text = re.sub(r"`[^`]*`|\{[^}]*\}", " ", text)
+    return re.findall(r"\b[A-Za-z]{2,}(?:[ ,]+[A-Za-z]{2,}){2,}\b", text)
+
+
+def shape(line: str) -> str:
+    """What a Markdown line is: a heading of its level, a table row, a list item, text."""
+    marker = re.match(r"#+ |\||- |$", line)
+    return marker.group(0) if marker else "text"
+
+
+@pytest.mark.parametrize("report", [maintenance, dr_drill])
+def test_both_languages_have_the_same_lines_and_japanese_no_english_sentence(report):
+    ja, en = report("ja"), report("en")
+    assert ja.count("\n") == en.count("\n")
+    assert [shape(line) for line in ja.splitlines()] == [shape(line) for line in en.splitlines()]
+    assert not english_sentences(ja), english_sentences(ja)
+    assert re.search(r"[\u3040-\u30ff\u4e00-\u9fff]", ja)
+
+
+def test_maintenance_report_reads_in_japanese_with_local_time():
+    ja = maintenance("ja")
+    assert ja.startswith("# 月次メンテナンス — app1.example.test")
+    assert ("開始 2026-12-02 00:30 JST (+09:00) · 実施した作業: "
+            "DB バキューム / 統計更新（VACUUM ANALYZE）, 監査ログの保存期間, ") in ja
+    assert "セキュリティ更新: libssl3。\n適用前の検証済みバックアップ: 20261201_030000。\n" in ja
+    assert "## DB バキューム / 統計更新（VACUUM ANALYZE）" in ja
+    assert "1 件のパッケージが未適用: 適用は承認されていません" in ja
+    en = maintenance("en")
+    assert "## VACUUM ANALYZE" in en and "Started 2026-12-02 00:30 JST (+09:00)" in en
+    assert "1 package(s) pending: NOT applied" in en
+    assert "steps run: VACUUM ANALYZE, Audit log retention, Log rotation, OS updates" in en
+    assert ", security: libssl3.\nVerified backup before patching: 20261201_030000.\n" in en
+
+
+def test_dr_drill_report_reads_in_japanese_with_local_time():
+    ja = dr_drill("ja")
+    assert "| RTO（訓練開始 → 復元したスタックの稼働） | 95 秒 | 3600 秒 | 達成 |" in ja
+    assert "7200 秒（2026-12-02 00:00 JST (+09:00)）" in ja
+    en = dr_drill("en")
+    assert "| RTO (drill start → restored stack ready) | 95 s | 3600 s | ok |" in en
