@@ -76,7 +76,7 @@ def vaulted(tmp_path_factory):
     password_file = tmp / "vault-password"
     password_file.write_text(secrets.token_urlsafe(16), encoding="utf-8")
     password_file.chmod(0o600)
-    value = secrets.token_urlsafe(20)
+    value = "v" + secrets.token_urlsafe(20)  # never a leading "-" (an option to argparse)
     encrypted = subprocess.run(
         [str(BIN / "ansible-vault"), "encrypt_string", "--vault-password-file", str(password_file),
          "--name", "bm_offsite_password", value],
