@@ -9,8 +9,8 @@ one figure a person reads (and a trend is drawn from); the other checks follow a
 the templates translate them.
 
 ``bm_history_append``: the figures of this run appended to the history kept beside
-the reports (bounded, oldest first). ``bm_series``: one figure's points, for
-``bm_sparkline`` and ``bm_forecast``.
+the reports (bounded, oldest first); ``bm_series`` (filter_plugins/bm_trend.py) reads
+one figure back out of it.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ CHECKLISTS = {
         ('certificates', ('certificate_days_left',), 'min'),
     ],
 }
-STORAGE_METRICS = ('storage_used_percent', 'filesystem_used_percent')
+# each storage check's own figure is kept too (storage:<item>), for the forecast
+STORAGE_METRICS = dict((i, m) for i, m, _ in CHECKLISTS['daily'])['storage_usage']
 
 
 def _number(value):
@@ -116,18 +117,10 @@ def history_parse(text):
     return data if isinstance(data, list) else []
 
 
-def series(history, key):
-    """[{at, value}] of the figure KEY over HISTORY (value None where it was not
-    measured), oldest first."""
-    return [{'at': h.get('at'), 'value': (h.get('figures') or {}).get(key)}
-            for h in history or [] if isinstance(h, dict)]
-
-
 class FilterModule:
     def filters(self):
         return {
             'bm_checklist': checklist,
             'bm_history_append': history_append,
             'bm_history_parse': history_parse,
-            'bm_series': series,
         }

@@ -96,7 +96,16 @@ def forecast(points, threshold: float, min_points: int = 5, min_r2: float = 0.8,
             "at": crossing.strftime("%Y-%m-%dT%H:%M:%SZ")}
 
 
+# the storage checks whose figures bm_history_append keeps as storage:<item>
+# (filter_plugins/bm_report.py; plugin files cannot import each other)
 STORAGE_METRICS = ("storage_used_percent", "filesystem_used_percent")
+
+
+def series(history, key):
+    """[{at, value}] of the figure KEY over HISTORY (``[{at, figures}]``, as
+    bm_history_append keeps it; value None where it was not measured), oldest first."""
+    return [{"at": h.get("at"), "value": (h.get("figures") or {}).get(key)}
+            for h in history or [] if isinstance(h, dict)]
 
 
 def storage_forecasts(checks, history, threshold=None, min_points: int = 5,
@@ -109,10 +118,8 @@ def storage_forecasts(checks, history, threshold=None, min_points: int = 5,
     for check in checks or []:
         if check.get("metric") not in STORAGE_METRICS or check.get("value") is None:
             continue
-        key = f"storage:{check.get('item')}"
-        points = [{"at": h.get("at"), "value": (h.get("figures") or {}).get(key)}
-                  for h in history or [] if isinstance(h, dict)]
-        points = [p for p in points if isinstance(p["value"], int | float)]
+        points = [p for p in series(history, f"storage:{check.get('item')}")
+                  if isinstance(p["value"], int | float)]
         limit = float(check["limit"] if threshold in (None, "") else threshold)
         found = forecast(points, limit, min_points=int(min_points), min_r2=float(min_r2),
                          horizon_days=float(horizon_days))
@@ -125,5 +132,5 @@ def storage_forecasts(checks, history, threshold=None, min_points: int = 5,
 
 class FilterModule:
     def filters(self):
-        return {"bm_sparkline": sparkline, "bm_forecast": forecast,
+        return {"bm_sparkline": sparkline, "bm_forecast": forecast, "bm_series": series,
                 "bm_storage_forecasts": storage_forecasts}
