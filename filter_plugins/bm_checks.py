@@ -1,6 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """Threshold evaluation for the daily and weekly checks (pure functions).
 
+One file on purpose: the daily and weekly evaluations, the certificate and backup
+checks, the summary and the Prometheus text all build on make_check and its message
+helpers, and a filter plugin file cannot import another.
+
 A check is a dict::
 
     {metric, item, label, value, limit, op, unit, status: ok|warn|breach, message, notify}
