@@ -11,6 +11,7 @@ Containers are named ``bmops-backup-*`` and removed at the end.
 
 from __future__ import annotations
 
+import datetime
 import gzip
 import json
 import os
@@ -233,10 +234,17 @@ def test_restore_takes_a_safety_backup_beside_it_under_the_callers_lock(pg, tool
 
 
 def test_sql_gz_is_the_manuals_file_and_legacy_dumps_restore(pg, tool):
-    tool.configure(format="sql_gz")
+    tool.configure(format="sql_gz", timezone="Asia/Tokyo")
     rc, out, err = tool("backup")
     assert rc == 0, err
     assert Path(out["path"]).name == f"{out['id']}.sql.gz"
+    # named in local time as the manual does (20260225_030000 at 03:00 JST); the
+    # manifest holds the instant (UTC) and the zone of the name
+    created = datetime.datetime.strptime(out["created_utc"], "%Y-%m-%dT%H:%M:%SZ")
+    jst = created + datetime.timedelta(hours=9)
+    assert out["id"] == jst.strftime("%Y%m%d_%H%M%S")
+    manifest = json.loads((tool.dir / f"{out['id']}.json").read_text())
+    assert (manifest["name_zone"], manifest["name_utc_offset"]) == ("Asia/Tokyo", "+09:00")
     # exactly as the manual does it (§4.1), with pipefail so a failed dump is noticed
     stamp = time.strftime("%Y%m%d_%H%M%S", time.gmtime(time.time() - 3600))
     legacy = tool.dir / f"{stamp}.sql.gz"

@@ -80,6 +80,8 @@ def inventory_text(smtp_ip: str, gateway: str, state_file: str) -> str:
   vars:
     ansible_connection: community.docker.docker
     ansible_python_interpreter: /usr/bin/python3
+    # the operators read Japanese: alert summaries, response times and mails in ja
+    bm_language: ja
     # the first response (playbooks/respond_alert.yml, run by ansible-rulebook)
     alert_response_mail_to: [oncall@backup-mgmt.demo.test]
     alert_response_mail_host: {smtp_ip}
@@ -351,10 +353,15 @@ def test_backend_down_pages_mails_and_is_triaged_with_nobody_at_the_keyboard(
         assert alert["labels"]["severity"] == "P1"
         assert alert["annotations"]["runbook_url"].endswith("#bmreadynotok")
         assert "30 分以内" in alert["annotations"]["response"]
-        assert "limit: 200" in alert["annotations"]["summary"]
+        # the summary names the manual's item, the value and the limit, in Japanese
+        assert alert["annotations"]["summary"].startswith("システム稼働確認 GET ")
+        assert "（正常基準: 200、0 = 応答なし）" in alert["annotations"]["summary"]
         mail = mon.wait("the P1 mail", lambda: mails_about(smtp_sink, "BmReadyNotOK",
                                                              "FIRING"), 120)[0]
         assert subject(mail).startswith("[P1 至急] FIRING BmReadyNotOK")
+        body = next(part.get_payload(decode=True).decode("utf-8") for part in mail.walk()
+                    if part.get_content_type() == "text/plain")
+        assert "対応期限: 30 分以内" in body and "システム稼働確認 GET " in body, body
         print(f"detection_latency_p1_seconds: {latency:.0f}")
         # the first response (issue 22): triage mailed by ansible-rulebook's playbook
         try:

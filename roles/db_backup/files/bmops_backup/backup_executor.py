@@ -26,7 +26,7 @@ from .infofile import manifest_path, new_id, write_manifest
 from .lockfile import LockSession
 from .metrics import record_run
 from .retention import do_prune
-from .utils import TOOL_VERSION, iso, log
+from .utils import TOOL_VERSION, iso, local_stamp, log, zone
 from .verify import inspect_archive
 
 
@@ -69,7 +69,7 @@ def do_backup(cfg: dict, tag: str | None = None, progress: dict | None = None) -
                      "pg_database_size(current_database());")
     server_version, db_size = rows[0][0], int(rows[0][1])
     space = check_free_space(cfg, db_size)
-    bid = new_id(bdir, started)
+    bid = new_id(bdir, started, zone(cfg["timezone"]))
     if fmt == "directory":
         ext = "dir.tar"
     else:
@@ -134,6 +134,8 @@ def _manifest(cfg, bid, final, tag, codec, times, info, check, size, db_size,
     return {
         "id": bid, "file": os.path.basename(final), "tag": tag, "verified": True,
         "created_utc": iso(started), "finished_utc": iso(finished),
+        **dict(zip(("name_zone", "name_utc_offset"),
+                   local_stamp(started, zone(cfg["timezone"]))[1:], strict=True)),
         "database": cfg["db_name"], "server_version": server_version,
         "format": fmt, "codec": codec,
         "size_bytes": size, "sha256": check["sha256"],

@@ -37,9 +37,9 @@ def scan(backup_dir: str) -> list[dict]:
             continue
         entry = {"id": info["id"], "file": name, "path": path, "format": info["format"],
                  "codec": info["codec"], "size_bytes": st.st_size, "mtime": st.st_mtime,
-                 "time": info["name_time"], "flags": []}
+                 "time": st.st_mtime, "flags": []}
         if info["partial"]:
-            entry.update(kind="partial", time=st.st_mtime)
+            entry.update(kind="partial")
             entries.append(entry)
             continue
         seen.add(info["id"])
@@ -47,9 +47,9 @@ def scan(backup_dir: str) -> list[dict]:
         if man is None:
             if info["ext"] == "sql.gz":
                 # The manual's own file: restorable, never counted, age from mtime.
-                entry.update(kind="legacy", time=st.st_mtime)
+                entry.update(kind="legacy")
             else:
-                entry.update(kind="unverified", time=st.st_mtime)
+                entry.update(kind="unverified")
                 entry["flags"].append("no manifest")
         elif (man.get("verified") is True and man.get("file") == name
               and man.get("size_bytes") == st.st_size and man.get("sha256")):
@@ -58,9 +58,9 @@ def scan(backup_dir: str) -> list[dict]:
             try:
                 entry["time"] = parse_iso(man["created_utc"])
             except (KeyError, ValueError):
-                entry["flags"].append("manifest time unreadable; name time used")
+                entry["flags"].append("manifest time unreadable; file time used")
         else:
-            entry.update(kind="unverified", time=st.st_mtime)
+            entry.update(kind="unverified")
             entry["flags"].append(f"manifest does not match the file (size {st.st_size}, "
                                   f"manifest says {man.get('size_bytes')})")
         entries.append(entry)

@@ -7,9 +7,10 @@ import json
 import os
 import re
 import subprocess
+import zoneinfo
 
 from .exceptions import EXIT_USAGE, ToolError
-from .utils import DAY
+from .utils import DAY, zone
 
 DEFAULT_CONFIG = "/etc/bmops/backup.json"
 
@@ -56,6 +57,8 @@ DEFAULTS = {
     "textfile_dir": "/var/lib/prometheus/node-exporter",
     # The outcome of the last run and of the last scheduled run (root-only, 0700).
     "state_dir": "/var/lib/bmops/backup-state",
+    # Zone of the local time in backup names (IANA name); "": the host's /etc/localtime.
+    "timezone": "",
 }
 
 
@@ -95,6 +98,12 @@ def load_config(path: str) -> dict:
             raise ToolError("config: container_password_env must be a variable name", EXIT_USAGE)
         cfg["_wrapper"] = [
             "sh", "-c", f'[ -n "${{{var}:-}}" ] && export PGPASSWORD="${var}"; exec "$@"', "sh"]
+    try:
+        zone(cfg["timezone"])
+    except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+        raise ToolError(f"config: timezone {cfg['timezone']!r} is not a time zone this host "
+                        "knows (an IANA name such as Asia/Tokyo, or \"\" for the host's own)",
+                        EXIT_USAGE) from None
     cfg["_exec"] = None
     return cfg
 

@@ -1,8 +1,20 @@
 # SPDX-License-Identifier: Apache-2.0
 """Backup file names and manifests.
 
-A backup is ``<id>.<ext>`` (``<id>`` = UTC ``YYYYmmdd_HHMMSS[_N]``) plus its manifest
-``<id>.json``, written last; ``<id>.<ext>.partial`` while it is being written.
+A backup is ``<id>.<ext>`` plus its manifest ``<id>.json``, written last;
+``<id>.<ext>.partial`` while it is being written.
+
+``<id>`` is ``YYYYmmdd_HHMMSS[_N]``: the start time in the host's local time, as the
+manual names its files (``20260225_030000``).  The name is for people; it is never
+read back as a time.  The rule that keeps it unambiguous in every zone:
+
+* the instant is the manifest's ``created_utc`` (ordering, age and retention read it,
+  else the file's mtime), and the manifest says the zone and offset the name was
+  written in (``name_zone``, ``name_utc_offset``);
+* a name already taken gets ``_1``, ``_2``, ... -- two runs in one second, or the
+  hour a DST zone repeats in autumn (01:30 EDT and 01:30 EST are both ``..._013000``);
+  the hour skipped in spring never appears, since names come from real instants;
+* names written before this rule (UTC) stay valid: their manifests carry the instant.
 """
 
 from __future__ import annotations
@@ -13,6 +25,7 @@ import os
 import re
 
 from .fs import write_atomic
+from .utils import local_stamp
 
 NAME_RE = re.compile(
     r"^(?P<stamp>\d{8}_\d{6})(?:_(?P<seq>\d+))?\.(?P<ext>sql\.gz|dump\.zst|dump\.gz|dir\.tar)"
@@ -32,20 +45,19 @@ def parse_name(name: str) -> dict | None:
     m = NAME_RE.match(name)
     if not m:
         return None
-    stamp = dt.datetime.strptime(m["stamp"], "%Y%m%d_%H%M%S").replace(tzinfo=dt.UTC)
     ext = m["ext"]
     return {
         "id": m["stamp"] + (f"_{m['seq']}" if m["seq"] else ""),
         "ext": ext,
         "partial": bool(m["partial"]),
-        "name_time": stamp.timestamp(),
         **EXT_INFO[ext],
     }
 
 
-def new_id(backup_dir: str, now: float) -> str:
-    """A fresh id for a backup started at ``now``: taken ones get a _N suffix."""
-    base = dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y%m%d_%H%M%S")
+def new_id(backup_dir: str, now: float, tz: dt.tzinfo = dt.UTC) -> str:
+    """A fresh id for a backup started at ``now`` (local time in ``tz``): taken ones get
+    a _N suffix."""
+    base = local_stamp(now, tz)[0]
     taken = {parse_name(n)["id"] for n in os.listdir(backup_dir) if parse_name(n)}
     taken |= {n[:-5] for n in os.listdir(backup_dir) if MANIFEST_RE.match(n)}
     bid, seq = base, 0

@@ -18,6 +18,7 @@ from pathlib import Path
 import jinja2
 import yaml
 from bm_checks import daily_limits
+from bm_i18n import translate
 from helpers import ROOT
 
 ROLE = ROOT / "roles" / "monitoring"
@@ -38,6 +39,7 @@ def context(**overrides) -> dict:
         __monitoring_server_local=True,
         __monitoring_server_hosts=[],
         __monitoring_rules_dir="/etc/prometheus/rules",
+        monitoring_language="en",
         inventory_hostname="app1",
         groups={"bm_app": ["app1"]},
         hostvars={"app1": {}},
@@ -64,6 +66,7 @@ def render(name: str, **overrides) -> str:
                              undefined=jinja2.StrictUndefined)
     env.filters["to_json"] = json.dumps
     env.filters["bool"] = bool
+    env.filters["bm_t"] = translate
     assert header.startswith("#jinja2:"), name
     return env.from_string(body).render(context(**overrides))
 

@@ -138,11 +138,25 @@ def labels_text(alertname: str, labels: dict) -> str:
     return "ALERTS{" + ",".join(f'{k}="{v}"' for k, v in sorted(full.items())) + "}"
 
 
-@pytest.fixture(scope="module")
-def rules_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("rules")
-    (d / "bmops.rules.yml").write_text(render("bmops.rules.yml.j2"), encoding="utf-8")
+RESPONSES = {"ja": {"P1": "30 分以内", "P2": "2 時間以内", "P3": "次営業日", "P4": "計画的対応"},
+             "en": {"P1": "within 30 minutes", "P2": "within 2 hours",
+                    "P3": "next business day", "P4": "planned"}}
+READY_SUMMARY = {
+    "en": "GET u answered 502 (limit: 200; 0 = no answer) for 1m",
+    "ja": "システム稼働確認 GET u の応答が 502 です（正常基準: 200、0 = 応答なし）。1m 継続"}
+LIMIT_WORD = {"en": "limit", "ja": "基準"}
+
+
+@pytest.fixture(scope="module", params=["ja", "en"])
+def rules_dir(request, tmp_path_factory):
+    d = tmp_path_factory.mktemp(f"rules-{request.param}")
+    (d / "bmops.rules.yml").write_text(
+        render("bmops.rules.yml.j2", monitoring_language=request.param), encoding="utf-8")
     return d
+
+
+def lang_of(rules_dir) -> str:
+    return rules_dir.name.split("-")[1][:2]
 
 
 def test_promtool_check_rules(rules_dir):
@@ -154,12 +168,12 @@ def test_every_alert_has_a_level_a_response_time_a_summary_and_a_runbook(rules_d
     doc = yaml.safe_load((rules_dir / "bmops.rules.yml").read_text())
     alerts = [r for g in doc["groups"] for r in g["rules"] if "alert" in r]
     assert len(alerts) >= 18
-    responses = {"P1": "30 分以内", "P2": "2 時間以内", "P3": "次営業日", "P4": "計画的対応"}
     for rule in alerts:
         sev = rule["labels"]["severity"]
         ann = rule["annotations"]
-        assert ann["response"] == responses[sev], rule["alert"]
-        assert "limit" in ann["summary"] and "$value" in ann["summary"], rule["alert"]
+        assert ann["response"] == RESPONSES[lang_of(rules_dir)][sev], rule["alert"]
+        assert LIMIT_WORD[lang_of(rules_dir)] in ann["summary"], rule["alert"]
+        assert "$value" in ann["summary"], rule["alert"]
         assert ann["runbook_url"].startswith("file:///usr/share/doc/bmops/alerts.md#")
         assert ann["awx_template"].startswith("bmops "), rule["alert"]
     tested = {case[1] for case in CASES.values()}
@@ -202,8 +216,8 @@ def test_promtool_test_rules_at_the_manuals_edges(rules_dir):
                 "exp_labels": {"severity": "P1", "outage": "true", "job": "bm_ready",
                                "instance": "u", "bm_host": "app1"},
                 "exp_annotations": {
-                    "summary": "GET u answered 502 (limit: 200; 0 = no answer) for 1m",
-                    "response": "30 分以内",
+                    "summary": READY_SUMMARY[lang_of(rules_dir)],
+                    "response": RESPONSES[lang_of(rules_dir)]["P1"],
                     "runbook_url": "file:///usr/share/doc/bmops/alerts.md#bmreadynotok",
                     "awx_template": "bmops incident triage"}}]}],
     })
@@ -237,3 +251,21 @@ def test_every_awx_template_named_by_an_alert_exists():
     rules = yaml.safe_load(render("bmops.rules.yml.j2"))
     named = {r["annotations"]["awx_template"] for g in rules["groups"] for r in g["rules"]}
     assert named <= names, named - names
+
+
+def test_both_languages_name_the_same_prometheus_fields_in_every_summary():
+    """Parity: a summary in Japanese shows the same labels and value as in English."""
+    fields = {}
+    for lang in ("ja", "en"):
+        doc = yaml.safe_load(render("bmops.rules.yml.j2", monitoring_language=lang))
+        fields[lang] = {r["alert"]: sorted(re.findall(r"{{ [^}]+ }}", r["annotations"]["summary"]))
+                        for g in doc["groups"] for r in g["rules"]}
+    assert fields["ja"] == fields["en"]
+
+
+def test_a_site_response_time_overrides_the_catalogues():
+    doc = yaml.safe_load(render("bmops.rules.yml.j2", monitoring_language="ja",
+                                monitoring_response_times={"P3": "翌営業日 10 時まで"}))
+    responses = {r["labels"]["severity"]: r["annotations"]["response"]
+                 for g in doc["groups"] for r in g["rules"]}
+    assert responses == {**RESPONSES["ja"], "P3": "翌営業日 10 時まで"}
