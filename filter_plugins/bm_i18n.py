@@ -64,7 +64,10 @@ def translate(msgid: str, lang: str = "en", **fields) -> str:
 
 
 def render(m, lang: str = "en") -> str:
-    """M ({id, fields}; a field may be another such dict) in LANG; a plain value as text."""
+    """M ({id, fields}; a field may be another such dict, or a list of them, joined
+    with the language's separator) in LANG; a plain value as text."""
+    if isinstance(m, list):
+        return translate("list.sep", lang).join(render(x, lang) for x in m)
     if not isinstance(m, dict) or "id" not in m:
         return "" if m is None else str(m)
     fields = {k: render(v, lang) for k, v in (m.get("fields") or {}).items()}

@@ -5,9 +5,13 @@
 one verdict per symptom of the manual's section 3.3 (plus host resources)::
 
     {id, symptom, status: detected|suspected|clear|unknown, summary,
-     evidence: [str], actions: [str]}
+     evidence: [str], actions: [str], msg: {summary, evidence, actions}}
 
 and ``postmortem(facts, verdicts, now)`` drafts the timeline of section 3.2 step 7.
+Every sentence is built as data (``{id, fields}``, ids ``triage.*`` of the gettext
+catalogues in ``i18n/``) and kept in ``msg``: the reports render it in bm_language
+(filter ``bm_msg``); ``summary``, ``evidence``, ``actions`` and ``event`` are its
+English text, for the JSON and for AWX.
 The parsers (``meminfo``, ``access_log_stats``, ``log_tail``) shape raw text the role
 read on the host. Nothing here talks to a server.
 """
@@ -16,6 +20,15 @@ from __future__ import annotations
 
 import datetime
 import re
+import sys
+from pathlib import Path
+
+# bm_i18n (this directory) renders the sentences: Ansible loads filter plugins under
+# names of its own, so the directory is put on the path for a plain import.
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+from bm_i18n import render  # noqa: E402
 
 STATUS_ORDER = {'clear': 0, 'unknown': 1, 'suspected': 2, 'detected': 3}
 
@@ -33,12 +46,7 @@ DEFAULTS = dict(
     log_recent_minutes=15,        # log lines older than this are not evidence
 )
 
-SYMPTOMS = {
-    'api_slow': 'API slow',
-    'container_not_starting': 'Container not starting',
-    'db_connection': 'DB connection errors',
-    'host_resources': 'Host resources',
-}
+SYMPTOMS = ('api_slow', 'container_not_starting', 'db_connection', 'host_resources')
 
 # Lines of the backend / worker logs that mean "cannot reach PostgreSQL".
 DB_ERROR_RE = re.compile(
@@ -148,9 +156,25 @@ def _recent(lines, t):
     return [e for e in lines if (_parse_time(e.get('time')) or now) >= since]
 
 
+def m(msgid, **fields):
+    """A sentence as data: a catalogue id (triage.*) and its fields."""
+    return {'id': msgid, 'fields': fields}
+
+
+def symptom(vid):
+    return m(f'triage.symptom.{vid}')
+
+
+def _en(text):
+    return render(text, 'en')
+
+
 def _verdict(vid, status, summary, evidence, actions, services=()):
-    return dict(id=vid, symptom=SYMPTOMS[vid], status=status, summary=summary,
-                evidence=evidence, actions=actions, services=list(services))
+    """A verdict: sentences as msgs (``msg``) and their English text."""
+    return dict(id=vid, symptom=_en(symptom(vid)), status=status, summary=_en(summary),
+                evidence=[_en(e) for e in evidence], actions=[_en(a) for a in actions],
+                services=list(services),
+                msg=dict(summary=summary, evidence=evidence, actions=actions))
 
 
 def _ready_refused(facts):
@@ -173,8 +197,8 @@ def _thresholds(overrides):
 def _fmt_seconds(seconds):
     seconds = float(seconds or 0)
     if seconds >= 120:
-        return f'{seconds / 60:.1f} min'
-    return f'{seconds:.0f} s'
+        return m('triage.unit.min', value=f'{seconds / 60:.1f}')
+    return m('triage.unit.s', value=f'{seconds:.0f}')
 
 
 def _cut(text, size=160):
@@ -191,59 +215,50 @@ def verdict_db_connection(facts, t):
     evidence, status = [], 'clear'
     db = [c for c in _containers(facts) if c.get('service') == 'db']
     if not db and _section(health, 'containers').get('error') is None and _containers(facts):
-        evidence.append('no db container exists in the Compose project')
+        evidence.append(m('triage.ev.no_db_container'))
         status = 'detected'
     for c in db:
         if not c.get('running'):
-            evidence.append(f"db container {c.get('name')} is {c.get('state')} "
-                            f"(exit code {c.get('exit_code')})")
+            evidence.append(m('triage.ev.db_not_running', name=c.get('name'),
+                              state=c.get('state'), code=c.get('exit_code')))
             status = 'detected'
         elif c.get('health') == 'unhealthy':
-            evidence.append(f"db container {c.get('name')} is running but unhealthy")
+            evidence.append(m('triage.ev.db_unhealthy', name=c.get('name')))
             status = 'detected'
     failed = (ready.get('json') or {}).get('failed') or []
     if 'db' in failed:
         detail = ((ready.get('json') or {}).get('checks') or {}).get('db')
-        evidence.append('/health/ready reports the database as failed'
-                        + (f': {_cut(detail)}' if detail else ''))
+        evidence.append(m('triage.ev.ready_db_failed_detail', detail=_cut(detail)) if detail
+                        else m('triage.ev.ready_db_failed'))
         status = 'detected'
     if pg.get('error'):
-        evidence.append(f"ops connection to PostgreSQL failed: {_cut(pg['error'], 240)}")
+        evidence.append(m('triage.ev.pg_error', error=_cut(pg['error'], 240)))
         status = 'detected'
     if pg.get('unavailable'):
-        evidence.append('PostgreSQL statistics not gathered (not a database fault): '
-                        f"{_cut(pg['unavailable'], 240)}")
+        evidence.append(m('triage.ev.pg_unavailable', error=_cut(pg['unavailable'], 240)))
     conns = pg.get('connections') or {}
     used = conns.get('used_percent')
     if used is not None and used >= t['connections_used_max']:
-        evidence.append(f"{conns.get('total')} of {conns.get('max_connections')} connections in "
-                        f"use ({used} %, limit {t['connections_used_max']} %)")
+        evidence.append(m('triage.ev.connections_used', total=conns.get('total'),
+                          max=conns.get('max_connections'), used=used,
+                          limit=t['connections_used_max']))
         status = 'detected'
     for service in ('backend', 'celery', 'celery-beat'):
         hits = [e for e in _recent(_service_lines(facts, service), t)
                 if DB_ERROR_RE.search(e['line'])]
         if hits:
-            evidence.append(f'{service} logged {len(hits)} database connection error(s) in the '
-                            f"tail, last: {_cut(hits[-1]['line'])}")
+            evidence.append(m('triage.ev.db_errors_logged', service=service, count=len(hits),
+                              line=_cut(hits[-1]['line'])))
             status = _worst(status, 'suspected')
     if status == 'clear' and not pg and not db:
         status = 'unknown'
-        evidence.append('neither the containers nor the database could be inspected')
+        evidence.append(m('triage.ev.nothing_inspected'))
     if conns:
-        evidence.append('connections by state: ' + ', '.join(
-            f'{k} {v}' for k, v in sorted((conns.get('by_state') or {}).items())))
-    summary = {
-        'detected': 'the backend cannot use PostgreSQL',
-        'suspected': 'database connection errors were logged recently',
-        'clear': 'PostgreSQL is running and accepts connections',
-        'unknown': 'not enough facts to decide',
-    }[status]
-    actions = [
-        'docker compose ps db  (state of the db container)',
-        'docker compose logs --tail=100 db  (why it stopped)',
-        'docker compose start db: playbooks/restart_services.yml -e start_service=db',
-        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'  (see the report)",
-    ] if status != 'clear' else []
+        evidence.append(m('triage.ev.conn_by_state', states=', '.join(
+            f'{k} {v}' for k, v in sorted((conns.get('by_state') or {}).items()))))
+    summary = m(f'triage.sum.db.{status}')
+    actions = [m(f'triage.act.{a}') for a in ('db_ps', 'db_logs', 'db_start', 'db_active')
+               ] if status != 'clear' else []
     return _verdict('db_connection', status, summary, evidence, actions,
                     ['db'] if status == 'detected' else [])
 
@@ -251,20 +266,20 @@ def verdict_db_connection(facts, t):
 def _container_problem(c, t):
     state = c.get('state')
     restarts = int(c.get('restart_count') or 0)
+    limit = t['restart_count_max']
     if state == 'restarting':
-        return 'detected', f'is restarting (crash loop, {restarts} restarts)'
-    if restarts >= t['restart_count_max']:
+        return 'detected', m('triage.why.restarting', restarts=restarts)
+    if restarts >= limit:
         if c.get('running') and c.get('health') in ('healthy', None):
-            return 'suspected', (f'restarted {restarts} times (limit {t["restart_count_max"]}), '
-                                 'running and healthy now')
-        return 'detected', f'restarted {restarts} times (limit {t["restart_count_max"]})'
+            return 'suspected', m('triage.why.restarted_healthy', restarts=restarts, limit=limit)
+        return 'detected', m('triage.why.restarted', restarts=restarts, limit=limit)
     if not c.get('running') and c.get('exit_code') not in (0, None):
-        return 'detected', f"exited with code {c.get('exit_code')} ({state})"
+        return 'detected', m('triage.why.exited', code=c.get('exit_code'), state=state)
     if not c.get('running'):
         # a stopped container keeps its last health status: ignore it
-        return 'suspected', f'is {state} (exit code {c.get("exit_code")}): stopped, not crashing'
+        return 'suspected', m('triage.why.stopped', state=state, code=c.get('exit_code'))
     if c.get('health') == 'unhealthy':
-        return 'detected', 'is running but unhealthy'
+        return 'detected', m('triage.why.unhealthy')
     return 'clear', None
 
 
@@ -274,12 +289,12 @@ def verdict_container_not_starting(facts, t, services):
     items = _containers(facts)
     evidence, actions, status = [], [], 'clear'
     if section.get('error') or not section:
-        return _verdict('container_not_starting', 'unknown', 'containers could not be listed',
-                        [section.get('error') or 'no container facts'], [])
+        return _verdict('container_not_starting', 'unknown', m('triage.sum.containers.unknown'),
+                        [section.get('error') or m('triage.ev.no_container_facts')], [])
     present = {c.get('service') for c in items}
     for service in services:
         if service not in present:
-            evidence.append(f'service {service} has no container (never created, or removed)')
+            evidence.append(m('triage.ev.no_container', service=service))
             status = _worst(status, 'suspected')
             actions.append(f'docker compose up -d {service}')
     failing = [s for s in services if s not in present]
@@ -287,31 +302,28 @@ def verdict_container_not_starting(facts, t, services):
         found, why = _container_problem(c, t)
         if found == 'clear' and c.get('service') == 'backend' and c.get('running') \
                 and _ready_refused(facts):
-            found, why = 'detected', 'runs but refuses connections on its port (/health/ready)'
+            found, why = 'detected', m('triage.why.refuses')
         if found == 'clear':
             continue
         status = _worst(status, found)
         failing.append(c.get('service'))
-        evidence.append(f"{c.get('service')} ({c.get('name')}) {why}")
+        evidence.append(m('triage.ev.container_problem', service=c.get('service'),
+                          name=c.get('name'), why=why))
         tail = _service_lines(facts, c.get('service'))
         if tail:
-            evidence.append(f"  last log line of {c.get('service')}: {_cut(tail[-1]['line'], 240)}")
+            evidence.append(m('triage.ev.last_log_line', service=c.get('service'),
+                              line=_cut(tail[-1]['line'], 240)))
         service = c.get('service')
         actions += [f'docker compose logs --tail=100 {service}',
                     f'playbooks/restart_services.yml -e restart_service={service}']
     if status == 'detected':
-        actions.append('after a configuration change: playbooks/restart_services.yml '
-                       '-e restart_confirm_full=true (down / up -d)')
+        actions.append(m('triage.act.full_restart'))
     failing = list(dict.fromkeys(failing))
-    summary = {
-        'detected': 'a container crashes, fails its health check or refuses connections',
-        'suspected': 'a container is stopped or missing',
-        'clear': f'all {len(items)} containers run (and are healthy where checked)',
-    }[status]
+    summary = m(f'triage.sum.containers.{status}', count=len(items))
     if failing:
-        summary += ': ' + ', '.join(failing)
-    return _verdict('container_not_starting', status, summary, evidence,
-                    list(dict.fromkeys(actions)), failing)
+        summary = m('triage.sum.with_services', summary=summary, services=', '.join(failing))
+    unique = list({repr(a): a for a in actions}.values())
+    return _verdict('container_not_starting', status, summary, evidence, unique, failing)
 
 
 def verdict_api_slow(facts, t):
@@ -323,65 +335,60 @@ def verdict_api_slow(facts, t):
     evidence, status = [], 'clear'
     latency = ready.get('latency_ms')
     if _ready_refused(facts):
-        evidence.append(f"/health/ready refused the connection ({_cut(ready.get('error'))}): "
-                        'the backend is down, not slow (see "Container not starting")')
+        evidence.append(m('triage.ev.ready_refused', error=_cut(ready.get('error')),
+                          symptom=symptom('container_not_starting')))
     elif ready and ready.get('status') is None:
-        evidence.append(f"/health/ready did not answer: {_cut(ready.get('error'))}")
+        evidence.append(m('triage.ev.ready_no_answer', error=_cut(ready.get('error'))))
         status = 'detected'
     elif latency is not None:
         if latency > t['ready_latency_ms']:
-            evidence.append(f'/health/ready took {latency:.0f} ms '
-                            f"(limit {t['ready_latency_ms']} ms)")
+            evidence.append(m('triage.ev.ready_slow', ms=f'{latency:.0f}',
+                              limit=t['ready_latency_ms']))
             status = 'detected'
         else:
-            evidence.append(f"/health/ready answered {ready.get('status')} in {latency:.0f} ms")
+            evidence.append(m('triage.ev.ready_ok', status=ready.get('status'),
+                              ms=f'{latency:.0f}'))
     for q in pg.get('long_running_queries') or []:
         if float(q.get('seconds') or 0) < t['long_query_seconds']:
             continue
-        waiting = f", waiting on {q['wait_event_type']}" if q.get('wait_event_type') else ''
-        evidence.append(f"query pid {q.get('pid')} {q.get('state')} for "
-                        f"{_fmt_seconds(q.get('seconds'))}{waiting}: {_cut(q.get('query'))}")
+        waiting = (m('triage.ev.waiting', event=q['wait_event_type'])
+                   if q.get('wait_event_type') else '')
+        evidence.append(m('triage.ev.long_query', pid=q.get('pid'), state=q.get('state'),
+                          duration=_fmt_seconds(q.get('seconds')), waiting=waiting,
+                          query=_cut(q.get('query'))))
         status = 'detected'
     for error in pg.get('errors') or []:
         if re.search(r'lock timeout|canceling statement due to (lock|statement) timeout', error,
                      re.IGNORECASE):
-            evidence.append(f'a statistics query of the triage itself timed out: {_cut(error)}')
+            evidence.append(m('triage.ev.stats_timeout', error=_cut(error)))
             status = 'detected'
     active = ((pg.get('connections') or {}).get('by_state') or {}).get('active')
     if active is not None and active > t['active_connections_max']:
-        evidence.append(f"{active} active sessions (limit {t['active_connections_max']})")
+        evidence.append(m('triage.ev.active_sessions', active=active,
+                          limit=t['active_connections_max']))
         status = 'detected'
     statements = (pg.get('pg_stat_statements') or {}).get('statements') or []
     slow = [s for s in statements if float(s.get('mean_ms') or 0) > t['slow_statement_ms']]
     for s in slow[:3]:
-        evidence.append(f"slow statement (mean {float(s['mean_ms']):.0f} ms over "
-                        f"{s.get('calls')} calls, since the last stats reset): "
-                        f"{_cut(s.get('query'))}")
+        evidence.append(m('triage.ev.slow_statement', ms=f"{float(s['mean_ms']):.0f}",
+                          calls=s.get('calls'), query=_cut(s.get('query'))))
         status = _worst(status, 'suspected')
     if redis and not redis.get('ok'):
-        evidence.append(f"Redis did not answer PING: {_cut(redis.get('error'))}")
+        evidence.append(m('triage.ev.redis_ping', error=_cut(redis.get('error'))))
         status = 'detected'
     access = nginx.get('access') or {}
     pct = access.get('percent_5xx')
     if (pct is not None and access.get('requests', 0) >= t['http_5xx_min_requests']
             and pct > t['http_5xx_percent_max']):
-        evidence.append(f"nginx: {access['status_5xx']} of {access['requests']} recent requests "
-                        f"answered 5xx ({pct} %, limit {t['http_5xx_percent_max']} %)")
+        evidence.append(m('triage.ev.nginx_5xx', count=access['status_5xx'],
+                          requests=access['requests'], pct=pct,
+                          limit=t['http_5xx_percent_max']))
         status = _worst(status, 'suspected')
     if not ready and not pg:
         status = _worst(status, 'unknown')
-    summary = {
-        'detected': 'requests are slow or blocked',
-        'suspected': 'signs of slowness (cumulative statistics or HTTP errors)',
-        'clear': 'health answered in time, no long query, Redis answers',
-        'unknown': 'not enough facts to decide',
-    }[status]
-    actions = [
-        'long queries and locks: see "pg_stat_activity" in the report; end one with '
-        'SELECT pg_cancel_backend(<pid>) (then pg_terminate_backend)',
-        'slow statements: see "pg_stat_statements" in the report (EXPLAIN them)',
-        'Redis: REDISCLI_AUTH=... docker compose exec -e REDISCLI_AUTH redis redis-cli ping',
-    ] if status in ('detected', 'suspected') else []
+    summary = m(f'triage.sum.api.{status}')
+    actions = [m(f'triage.act.{a}') for a in ('api_locks', 'api_statements', 'api_redis')
+               ] if status in ('detected', 'suspected') else []
     return _verdict('api_slow', status, summary, evidence, actions,
                     ['redis'] if redis and not redis.get('ok') else [])
 
@@ -394,25 +401,25 @@ def verdict_host_resources(facts, t):
         used = fs.get('used_percent')
         if used is None:
             continue
-        line = f"{fs.get('path')}: {used} % used"
         if used >= t['disk_used_max']:
-            evidence.append(line + f" (limit {t['disk_used_max']} %)")
+            evidence.append(m('triage.ev.disk_limit', path=fs.get('path'), used=used,
+                              limit=t['disk_used_max']))
             status = 'detected'
         else:
-            evidence.append(line)
+            evidence.append(m('triage.ev.disk', path=fs.get('path'), used=used))
     avail = memory.get('available_percent')
     if avail is not None:
-        line = (f"memory: {memory.get('available_mb')} MB of {memory.get('total_mb')} MB "
-                f'available ({avail} %)')
+        fields = dict(avail_mb=memory.get('available_mb'), total_mb=memory.get('total_mb'),
+                      pct=avail)
         if avail < t['memory_available_min']:
-            evidence.append(line + f" (limit {t['memory_available_min']} %)")
+            evidence.append(m('triage.ev.memory_limit', limit=t['memory_available_min'],
+                              **fields))
             status = 'detected'
         else:
-            evidence.append(line)
+            evidence.append(m('triage.ev.memory', **fields))
     if not disks and avail is None:
         status = 'unknown'
-    summary = {'detected': 'the host is short of disk or memory',
-               'clear': 'disk and memory have room', 'unknown': 'not measured'}[status]
+    summary = m(f'triage.sum.host.{status}')
     actions = ['df -h; du -xsh /var/lib/docker/* /backup/db; free -m'] \
         if status == 'detected' else []
     return _verdict('host_resources', status, summary, evidence, actions)
@@ -477,41 +484,42 @@ def postmortem(facts, result, now):
     for c in _containers(facts):
         started = _parse_time(c.get('started_at'))
         if started:
-            events.append((started, f"container {c.get('service')} last started "
-                                    f"(restarts {c.get('restart_count', 0)}, "
-                                    f"now {c.get('state')})"))
+            events.append((started, m('triage.pm.container_started', service=c.get('service'),
+                                      restarts=c.get('restart_count', 0),
+                                      state=c.get('state'))))
     for service, lines in sorted((_section(facts, 'logs')).items()):
         for entry in lines or []:
             if re.search(r'\b(ERROR|CRITICAL|FATAL|PANIC)\b', entry['line']):
                 when = _parse_time(entry.get('time'))
                 if when:
-                    events.append((when, f'{service}: first error in the log tail: '
-                                         f"{_cut(entry['line'], 200)}"))
+                    events.append((when, m('triage.pm.first_error', service=service,
+                                           line=_cut(entry['line'], 200))))
                 break
     pg = _section(facts, 'pg')
     started = _parse_time((pg.get('server') or {}).get('started_at'))
     if started:
-        events.append((started, 'PostgreSQL server started'))
+        events.append((started, m('triage.pm.pg_started')))
     for q in pg.get('long_running_queries') or []:
         seconds = float(q.get('seconds') or 0)
         if seconds >= result['thresholds']['long_query_seconds']:
             events.append((now_dt - datetime.timedelta(seconds=seconds),
-                           f"query pid {q.get('pid')} started (still {q.get('state')}): "
-                           f"{_cut(q.get('query'), 120)}"))
+                           m('triage.pm.query_started', pid=q.get('pid'), state=q.get('state'),
+                             query=_cut(q.get('query'), 120))))
     access = (_section(facts, 'nginx').get('access') or {})
     if access.get('status_5xx'):
-        events.append((now_dt, f"nginx access-log tail since {access.get('first')}: "
-                               f"{access['status_5xx']} responses 5xx of {access['requests']}"))
-    events.append((now_dt, 'incident triage ran: ' + (
-        ', '.join(result['detected']) + ' detected' if result['detected']
-        else 'no symptom detected')))
+        events.append((now_dt, m('triage.pm.nginx_5xx', first=access.get('first'),
+                                 count=access['status_5xx'], requests=access['requests'])))
+    detected = [v['id'] for v in result['verdicts'] if v['status'] == 'detected']
+    events.append((now_dt, m('triage.pm.triage_ran', what=m(
+        'triage.pm.detected', symptoms=[symptom(v) for v in detected])
+        if detected else m('triage.pm.none'))))
     events.sort(key=lambda e: e[0])
     return dict(
         drafted_at=_iso(now_dt),
         status=result['status'],
         detected=result['detected'],
         suspected=result['suspected'],
-        timeline=[dict(time=_iso(when), event=text) for when, text in events],
+        timeline=[dict(time=_iso(when), event=_en(text), msg=text) for when, text in events],
     )
 
 

@@ -10,6 +10,7 @@ restore test). Every test leaves the stack healthy.
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -72,7 +73,9 @@ def test_triage_healthy_is_read_only_and_check_mode_safe(ops):
     else:
         assert "Not present on this host" in md and "skipped" in md
     draft = ops.sh(f"ls {REPORTS}/postmortem-draft-*.md | tail -1").stdout.strip()
-    assert "## Timeline (UTC)" in ops.sh(f"cat {draft}").stdout
+    text = ops.sh(f"cat {draft}").stdout
+    assert re.search(r"^## Timeline \((Etc/)?UTC\)$", text, re.M), text[:800]
+    assert re.search(r"^\| \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(\+00:00\) \| ", text, re.M)
 
     checked = ops.run("incident_triage", cmdline="--check")
     assert_ok(checked)

@@ -285,8 +285,8 @@ def test_postmortem_timeline_is_sorted_and_names_the_verdict():
                                                      "Container not starting detected")
     events = [e["event"] for e in draft["timeline"]]
     assert any(e.startswith("backend: first error") and "JOB_FAILURE_RATIO" in e for e in events)
-    assert {"time": "2026-11-28T11:50:00Z",
-            "event": "query pid 7 started (still active): SELECT 1"} in draft["timeline"]
+    assert {"time": "2026-11-28T11:50:00Z", "event": "query pid 7 started (still active): SELECT 1"
+            } in [{"time": e["time"], "event": e["event"]} for e in draft["timeline"]]
     assert "PostgreSQL server started" in events
     # Docker's zero time of a never-started container is left out
     facts["health"]["containers"]["items"][0]["started_at"] = "0001-01-01T00:00:00Z"
@@ -322,3 +322,32 @@ def test_missing_library_is_not_a_db_fault():
     v = verdict(bm_triage.triage(facts), "db_connection")
     assert v["status"] == "clear"
     assert any("not a database fault" in e for e in v["evidence"])
+
+
+def test_every_sentence_reads_in_japanese_and_english():
+    """Each verdict's sentences are msgs: rendered in en they are the English fields,
+    in ja they are Japanese (the manual's terms), with the same figures."""
+    import bm_i18n
+    facts = healthy()
+    facts["health"]["containers"]["items"][1] = container(
+        "celery", state="restarting", running=False, restart_count=9)
+    facts["health"]["health"]["ready"] = {"status": 200, "latency_ms": 2400.0}
+    facts["pg"]["long_running_queries"] = [
+        {"pid": 7, "state": "active", "seconds": 600, "query": "SELECT 1",
+         "wait_event_type": "Lock"}]
+    facts["memory"]["available_percent"] = 5.0
+    result = bm_triage.triage(facts, now=NOW)
+    for v in result["verdicts"]:
+        assert bm_i18n.render(v["msg"]["summary"], "en") == v["summary"]
+        assert [bm_i18n.render(e, "en") for e in v["msg"]["evidence"]] == v["evidence"]
+        assert [bm_i18n.render(a, "en") for a in v["msg"]["actions"]] == v["actions"]
+    ja = {v["id"]: [bm_i18n.render(e, "ja") for e in v["msg"]["evidence"]]
+          for v in result["verdicts"]}
+    assert "/health/ready の応答に 2400 ms かかりました（基準 1000 ms）" in ja["api_slow"]
+    assert "クエリ pid 7 が 10.0 分 active、Lock 待ち: SELECT 1" in ja["api_slow"]
+    assert ("celery（backup-mgmt-celery-1）が再起動を繰り返しています（クラッシュループ、"
+            "再起動 9 回）") in ja["container_not_starting"]
+    assert "メモリ: 2000 MB 中 1000 MB が利用可能（5.0 %、基準 10 %）" in ja["host_resources"]
+    draft = bm_triage.postmortem(facts, result, NOW)
+    assert bm_i18n.render(draft["timeline"][-1]["msg"], "ja") == (
+        "障害の切り分けを実行: API 応答遅延、コンテナが起動しない、ホストのリソース を検知")

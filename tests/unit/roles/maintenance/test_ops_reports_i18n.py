@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The monthly maintenance and DR drill reports in both languages (bm_language):
+"""The monthly maintenance, DR drill, incident triage and postmortem reports in both
+languages (bm_language):
 the same lines in each, no English sentence left in the Japanese one, times in the
 host's zone."""
 
@@ -9,6 +10,7 @@ import json
 import re
 
 import bm_i18n
+import bm_triage
 import jinja2
 import pytest
 from helpers import ROOT
@@ -16,7 +18,14 @@ from helpers import ROOT
 DATA = ["app1.example.test", "app_audit_log", "public.backup_jobs", "json-file",
         "max-size=10m", "maintenance_patches_approved", "maintenance_allow_reboot",
         "VACUUM ANALYZE", "bmops-backup", "logrotate", "nginx", "Docker", "backend",
-        "bmops/backend:ref", "pulled", "custom", "drill"]
+        "bmops/backend:ref", "pulled", "custom", "drill",
+        # the triage's facts: log lines, queries, commands are data
+        "ERROR worker lost connection to the broker", "SELECT pg_sleep(600)",
+        "docker compose logs --tail=100", "playbooks/restart_services.yml",
+        "docker compose up -d", "restart_confirm_full=true", "restart_service=celery",
+        "backup-mgmt-celery-1", "pg_stat_activity", "pg_stat_statements",
+        "pg_cancel_backend", "pg_terminate_backend", "REDISCLI_AUTH", "redis-cli ping",
+        "docker compose exec -e", "playbooks/incident_triage.yml", "EXPLAIN"]
 
 
 def render(role: str, name: str, lang: str, **context) -> str:
@@ -25,6 +34,7 @@ def render(role: str, name: str, lang: str, **context) -> str:
         undefined=jinja2.StrictUndefined, trim_blocks=True)
     env.filters.update(bm_i18n.FilterModule().filters())
     env.filters["to_json"] = json.dumps
+    env.filters["regex_replace"] = lambda v, pattern, repl: re.sub(pattern, repl, v)
     env.filters["bool"] = lambda v: v if isinstance(v, bool) else str(v).lower() in (
         "1", "true", "yes", "on")
     return env.get_template(name).render(bm_language=lang, __bmops_common_timezone="Asia/Tokyo",
@@ -68,6 +78,56 @@ def dr_drill(lang: str) -> str:
                   dr_drill_backend_port=18000)
 
 
+def triage_facts() -> dict:
+    items = [{"service": s, "name": f"backup-mgmt-{s}-1", "state": "running", "running": True,
+              "health": "healthy", "restart_count": 0, "exit_code": 0,
+              "started_at": "2026-12-01T15:00:00Z"} for s in ("backend", "db", "redis")]
+    items.append({"service": "celery", "name": "backup-mgmt-celery-1", "state": "restarting",
+                  "running": False, "health": None, "restart_count": 7, "exit_code": 1,
+                  "started_at": "2026-12-01T15:20:00Z"})
+    return {
+        "health": {"health": {"ready": {"status": 200, "latency_ms": 1800.0, "error": None,
+                                        "body": "ok"},
+                              "live": {"status": 200, "latency_ms": 3.0, "error": None,
+                                       "body": "ok"}},
+                   "redis": {"ok": True}, "containers": {"items": items, "error": None},
+                   "storage": {"filesystems": [{"path": "/", "used_percent": 42.0}]}},
+        "pg": {"server": {"started_at": "2026-12-01T14:00:00Z"},
+               "connections": {"by_state": {"active": 2, "idle": 3}, "total": 5,
+                               "max_connections": 100, "used_percent": 5.0},
+               "long_running_queries": [{"pid": 7, "state": "active", "seconds": 95.0,
+                                         "query": "SELECT pg_sleep(600)",
+                                         "wait_event_type": None}],
+               "pg_stat_statements": {"available": False, "reason": "extension missing"}},
+        "logs": {"celery": [{"time": "2026-12-01T15:29:00Z",
+                             "line": "ERROR worker lost connection to the broker"}]},
+        "nginx": {"present": False, "access": {}, "error_tail": []},
+        "memory": {"total_mb": 2000, "available_mb": 1200, "available_percent": 60.0},
+    }
+
+
+def triage_context(lang: str) -> dict:
+    facts = triage_facts()
+    now = "2026-12-01T15:30:00Z"
+    result = bm_triage.triage(facts, None, ["backend", "celery", "celery-beat", "db", "redis"],
+                              now)
+    return dict(incident_triage_result=result, __incident_triage_facts=facts,
+                __incident_triage_now=now, __incident_triage_stamp="20261201T153000Z",
+                incident_triage_postmortem=bm_triage.postmortem(facts, result, now),
+                incident_triage_alert={"alertname": "BmContainerRestartLoop", "severity": "P1",
+                                       "starts_at": "2026-12-01T15:25:00Z", "summary": "s"},
+                incident_triage_nginx_access_log="/var/log/nginx/access.log",
+                incident_triage_report_dir="/var/lib/bmops/reports")
+
+
+def triage(lang: str) -> str:
+    return render("incident_triage", "triage.md.j2", lang, **triage_context(lang))
+
+
+def postmortem(lang: str) -> str:
+    return render("incident_triage", "postmortem.md.j2", lang, **triage_context(lang))
+
+
 def english_sentences(text: str) -> list[str]:
     for d in DATA:
         text = text.replace(d, " ")
@@ -81,7 +141,7 @@ def shape(line: str) -> str:
     return marker.group(0) if marker else "text"
 
 
-@pytest.mark.parametrize("report", [maintenance, dr_drill])
+@pytest.mark.parametrize("report", [maintenance, dr_drill, triage, postmortem])
 def test_both_languages_have_the_same_lines_and_japanese_no_english_sentence(report):
     ja, en = report("ja"), report("en")
     assert ja.count("\n") == en.count("\n")
@@ -111,3 +171,19 @@ def test_dr_drill_report_reads_in_japanese_with_local_time():
     assert "7200 秒（2026-12-02 00:00 JST (+09:00)）" in ja
     en = dr_drill("en")
     assert "| RTO (drill start → restored stack ready) | 95 s | 3600 s | ok |" in en
+
+
+def test_triage_report_and_postmortem_read_in_japanese_with_local_time():
+    ja = triage("ja")
+    assert ja.startswith("# 障害の切り分け — app1.example.test\n\n作成 2026-12-02 00:30:00 JST")
+    assert "| コンテナが起動しない | **検知** | コンテナがクラッシュしているか" in ja
+    assert "- /health/ready の応答に 1800 ms かかりました（基準 1000 ms）" in ja
+    assert "| celery | backup-mgmt-celery-1 | restarting | — | 7 | 1 | 2026-12-02 00:20:00 JST" in ja
+    en = triage("en")
+    assert "| Container not starting | **detected** | a container crashes" in en
+    pm = postmortem("ja")
+    assert pm.startswith("# ポストモーテム（下書き） — app1.example.test")
+    assert "## タイムライン（Asia/Tokyo）" in pm
+    assert "| 2026-12-02 00:25:00 JST (+09:00) | アラート BmContainerRestartLoop（P1）発報: s |" in pm
+    assert "障害の切り分けを実行: API 応答遅延、コンテナが起動しない を検知" in pm
+    assert "検知: API 応答遅延、コンテナが起動しない" in pm
