@@ -15,14 +15,26 @@ The lasting rules (the rulebook's throttle is in memory only):
   alert name (and the ``service`` label, when the rule names one), only with a
   triage, and never twice for the same host within ``remediation_interval``
   seconds: a refused one is reported with its reason.
+
+The reasons are catalogue msgs (ids ``ar.*`` in ``i18n/``, in ``msg``) for the mail
+in bm_language; ``reason`` and ``remediation_refused`` are their English text.
 """
 
 from __future__ import annotations
 
 import copy
 import re
+import sys
+from pathlib import Path
 
 from ansible.errors import AnsibleFilterError
+
+# bm_i18n (this directory) renders the reasons: Ansible loads filter plugins under
+# names of its own, so the directory is put on the path for a plain import.
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+from bm_i18n import render  # noqa: E402
 
 ACTIONS = ('firing', 'resolved')
 # Alerts remembered at most this long after their last triage (a resolved
@@ -53,6 +65,13 @@ def _event(event) -> dict:
     return event
 
 
+def _says(out, key, msgid, **fields):
+    """Set OUT[KEY] to the English text of a msg, and keep the msg in OUT['msg']."""
+    msg = {'id': msgid, 'fields': fields}
+    out['msg'][key] = msg
+    out[key] = render(msg, 'en')
+
+
 def _remediation(rules, labels) -> dict | None:
     for rule in rules or []:
         if rule.get('alertname') != labels.get('alertname'):
@@ -68,7 +87,7 @@ def alert_response(state, event, action, now, host_interval=600, remediations=No
     """Decide the response to EVENT (ACTION firing|resolved) at NOW (epoch seconds).
 
     Returns ``{triage, reason, thread, reply, remediate, remediation_refused,
-    alert, state}``: ``thread`` is the mail thread root, ``reply`` true when the
+    alert, state, msg}`` (``msg``: the reason and the refusal as catalogue msgs): ``thread`` is the mail thread root, ``reply`` true when the
     mail belongs to an earlier one, ``remediate`` the service to start (or ''),
     ``state`` what to write back.
     """
@@ -96,46 +115,44 @@ def alert_response(state, event, action, now, host_interval=600, remediations=No
         'fingerprint': fingerprint,
     }
     out = {'triage': False, 'reply': False, 'remediate': '', 'remediation_refused': '',
-           'alert': alert, 'state': new}
+           'alert': alert, 'state': new, 'msg': {'remediation_refused': ''}}
     known = alerts.get(fingerprint)
     if action == 'resolved':
         out['thread'] = known['thread'] if known else _thread_id(fingerprint, starts_at)
         out['reply'] = known is not None
-        out['reason'] = ('resolved: noted in the thread of its triage' if known
-                         else 'resolved: it was not triaged here (nothing to note)')
+        _says(out, 'reason', 'ar.reason.resolved_known' if known else 'ar.reason.resolved_unknown')
         alerts.pop(fingerprint, None)
         return out
     if known and known.get('starts_at') == starts_at:
-        out.update(thread=known['thread'], reply=True,
-                   reason=f"already answered at {known.get('at_text', known.get('at'))}: "
-                          'not triaged again')
+        out.update(thread=known['thread'], reply=True)
+        _says(out, 'reason', 'ar.reason.answered', at=known.get('at_text', known.get('at')))
         return out
     last = hosts.get(host)
     if last and now - float(last['at']) < float(host_interval):
         alerts[fingerprint] = {'thread': last['thread'], 'starts_at': starts_at, 'at': now,
                                'host': host, 'alertname': labels['alertname']}
-        out.update(thread=last['thread'], reply=True,
-                   reason=f"{host} was triaged {int(now - float(last['at']))} s ago "
-                          f"(for {last.get('alertname')}); one triage per host per "
-                          f'{int(float(host_interval))} s')
+        out.update(thread=last['thread'], reply=True)
+        _says(out, 'reason', 'ar.reason.host_recent', host=host,
+              seconds=int(now - float(last['at'])), alertname=last.get('alertname'),
+              interval=int(float(host_interval)))
         return out
     thread = _thread_id(fingerprint, starts_at)
     alerts[fingerprint] = {'thread': thread, 'starts_at': starts_at, 'at': now,
                            'host': host, 'alertname': labels['alertname']}
     hosts[host] = {'thread': thread, 'at': now, 'alertname': labels['alertname']}
-    out.update(triage=True, thread=thread, reason='new P1/P2 alert: triage')
+    out.update(triage=True, thread=thread)
+    _says(out, 'reason', 'ar.reason.new')
     rule = _remediation(remediations, labels)
     if rule:
         service = rule.get('service') or labels.get('service') or ''
         before = done.get(host)
         if not service:
-            out['remediation_refused'] = (f"the remediation rule for {labels['alertname']} names "
-                                          'no service and the alert has no service label')
+            _says(out, 'remediation_refused', 'ar.refused.no_service',
+                  alertname=labels['alertname'])
         elif before and now - float(before['at']) < float(remediation_interval):
-            out['remediation_refused'] = (
-                f"{before['service']} on {host} was already started by bmops "
-                f"{int(now - float(before['at']))} s ago (at most once per "
-                f'{int(float(remediation_interval))} s per host): left to a person')
+            _says(out, 'remediation_refused', 'ar.refused.recent', service=before['service'],
+                  host=host, seconds=int(now - float(before['at'])),
+                  interval=int(float(remediation_interval)))
         else:
             out['remediate'] = service
             done[host] = {'at': now, 'service': service, 'alertname': labels['alertname']}

@@ -324,7 +324,7 @@ def first_response_mails(sink, must=(), reply=False):
     found = []
     for m in sink.messages():
         subj = subject(m)
-        if "first response" not in subj or subj.startswith("Re: ") != reply:
+        if "[bmops 一次対応]" not in subj or subj.startswith("Re: ") != reply:
             continue
         body = m.get_payload(decode=True) if not m.is_multipart() else \
             m.get_payload()[0].get_payload(decode=True)
@@ -366,18 +366,19 @@ def test_backend_down_pages_mails_and_is_triaged_with_nobody_at_the_keyboard(
         # the first response (issue 22): triage mailed by ansible-rulebook's playbook
         try:
             triage, text = mon.wait("the triage mail", lambda: first_response_mails(
-                smtp_sink, must=("backend", "Last log lines", "Triage (read-only")), 240)[0]
+                smtp_sink, must=("backend", "ログの最終行", "切り分け（読み取りのみ")), 240)[0]
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n--- ansible-rulebook:\n{responder.text()}") from None
         print(f"fault_to_triage_mail_seconds: {time.monotonic() - started:.0f}")
         assert stack.host in subject(triage) and "P1" in subject(triage)
         assert triage["References"].startswith("<bmops-alert-")
-        assert "started firing" in text  # the postmortem draft's timeline starts with the alert
-        assert "Remediation: none" in text  # not enabled for the backend
+        # the postmortem draft's timeline starts with the alert, in the host's zone
+        assert "| アラート BmReadyNotOK（P1）発報: システム稼働確認 GET " in text
+        assert "自動復旧: なし" in text  # not enabled for the backend
         short = mon.wait("the short post", lambda: [h for h in responder.short
                                                     if h["status"] == "firing"], 60)[0]
         assert short["host"] == stack.host and short["severity"] == "P1"
-        assert "triage" in short["text"]
+        assert short["text"].startswith(f"[bmops P1] {stack.host} で BmReadyNotOK が発生: 切り分け ")
     finally:
         stack.compose("start", "backend")
     stack.wait_ready()
@@ -387,7 +388,7 @@ def test_backend_down_pages_mails_and_is_triaged_with_nobody_at_the_keyboard(
                     lambda: hooks_about(mon, "BmReadyNotOK", "resolved"), 60)
     thread = triage["References"]
     assert mon.wait("the resolved note in the same thread", lambda: [
-        m for m, _ in first_response_mails(smtp_sink, must=("RESOLVED",), reply=True)
+        m for m, _ in first_response_mails(smtp_sink, must=("解消",), reply=True)
         if m["In-Reply-To"] == thread], 180)
     log = responder.text() + "".join(t for _, t in first_response_mails(smtp_sink))
     assert EDA_TOKEN not in log and "demo-only" not in log
@@ -420,16 +421,16 @@ def test_a_stopped_celery_worker_is_started_once_then_left_to_a_person(mon, stac
     stack.compose("stop", "celery")
     try:
         mon.wait("the remediation mail", lambda: first_response_mails(
-            smtp_sink, must=("celery", "Remediation: started celery", "After the remediation")),
+            smtp_sink, must=("celery", "自動復旧: celery を起動しました", "自動復旧の後")),
             240)
         assert running(stack, "celery")
         mon.wait("the resolved note", lambda: first_response_mails(
-            smtp_sink, must=("RESOLVED", "BmContainerDown"), reply=True), 180)
+            smtp_sink, must=("解消", "BmContainerDown"), reply=True), 180)
         smtp_sink.clear()
         stack.compose("stop", "celery")  # again, within the hour
         _, text = mon.wait("the refusal", lambda: first_response_mails(
-            smtp_sink, must=("celery", "refused", "already started by bmops")), 240)[0]
-        assert "After the remediation" not in text
+            smtp_sink, must=("celery", "見送り", "bmops が起動済み")), 240)[0]
+        assert "自動復旧の後" not in text
         assert not running(stack, "celery")
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n--- ansible-rulebook:\n{responder.text()}") from None

@@ -1,14 +1,17 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The monthly maintenance, DR drill, incident triage and postmortem reports in both
-languages (bm_language):
+"""The monthly maintenance, DR drill, incident triage and postmortem reports and the
+first-response mail in both languages (bm_language):
 the same lines in each, no English sentence left in the Japanese one, times in the
 host's zone."""
 
 from __future__ import annotations
 
+import base64
+import datetime
 import json
 import re
 
+import bm_alert
 import bm_i18n
 import bm_triage
 import jinja2
@@ -35,6 +38,9 @@ def render(role: str, name: str, lang: str, **context) -> str:
     env.filters.update(bm_i18n.FilterModule().filters())
     env.filters["to_json"] = json.dumps
     env.filters["regex_replace"] = lambda v, pattern, repl: re.sub(pattern, repl, v)
+    env.filters["b64decode"] = lambda v: base64.b64decode(v).decode()
+    env.globals["now"] = lambda utc=True: datetime.datetime(2026, 12, 1, 15, 40,
+                                                            tzinfo=datetime.UTC)
     env.filters["bool"] = lambda v: v if isinstance(v, bool) else str(v).lower() in (
         "1", "true", "yes", "on")
     return env.get_template(name).render(bm_language=lang, __bmops_common_timezone="Asia/Tokyo",
@@ -128,6 +134,34 @@ def postmortem(lang: str) -> str:
     return render("incident_triage", "postmortem.md.j2", lang, **triage_context(lang))
 
 
+def first_response(lang: str, action: str = "firing") -> str:
+    ctx = triage_context(lang)
+    event = {"status": action, "fingerprint": "f00d", "startsAt": "2026-12-01T15:25:00Z",
+             "labels": {"alertname": "BmContainerRestartLoop", "bm_host": "app1.example.test",
+                        "severity": "P1"},
+             "annotations": {"summary": "s"}}
+    state = {} if action == "firing" else bm_alert.alert_response(
+        {}, {**event, "status": "firing"}, "firing", 1_000_000)["state"]
+    decision = bm_alert.alert_response(state, event, action, 1_000_100,
+                                       remediations=[{"alertname": "BmContainerRestartLoop",
+                                                      "service": ""}])
+    result = ctx["incident_triage_result"]
+    return render("alert_response", "mail.txt.j2", lang, alert_response_action=action,
+                  __alert_response=decision,
+                  __alert_response_before={"result": result, "report": "/r/triage.md",
+                                           "postmortem": "/r/postmortem.md"},
+                  __alert_response_after={},
+                  __alert_response_remediation_msg={
+                      "id": "ar.rem.refused",
+                      "fields": {"reason": decision["msg"]["remediation_refused"]}},
+                  __alert_response_files={"results": [
+                      {"content": base64.b64encode(b"(report)").decode()}]})
+
+
+def first_response_resolved(lang: str) -> str:
+    return first_response(lang, "resolved")
+
+
 def english_sentences(text: str) -> list[str]:
     for d in DATA:
         text = text.replace(d, " ")
@@ -141,7 +175,8 @@ def shape(line: str) -> str:
     return marker.group(0) if marker else "text"
 
 
-@pytest.mark.parametrize("report", [maintenance, dr_drill, triage, postmortem])
+@pytest.mark.parametrize("report", [maintenance, dr_drill, triage, postmortem, first_response,
+                                    first_response_resolved])
 def test_both_languages_have_the_same_lines_and_japanese_no_english_sentence(report):
     ja, en = report("ja"), report("en")
     assert ja.count("\n") == en.count("\n")
@@ -187,3 +222,20 @@ def test_triage_report_and_postmortem_read_in_japanese_with_local_time():
     assert "| 2026-12-02 00:25:00 JST (+09:00) | アラート BmContainerRestartLoop（P1）発報: s |" in pm
     assert "障害の切り分けを実行: API 応答遅延、コンテナが起動しない を検知" in pm
     assert "検知: API 応答遅延、コンテナが起動しない" in pm
+
+
+def test_first_response_mail_reads_in_japanese_with_local_time():
+    ja = first_response("ja")
+    assert ja.startswith("app1.example.test で P1 BmContainerRestartLoop が発生"
+                         "（2026-12-02 00:25:00 JST (+09:00) から）\ns\n")
+    assert "切り分け（読み取りのみ、playbooks/incident_triage.yml）: 障害" in ja
+    assert "検知: API 応答遅延、コンテナが起動しない" in ja
+    assert ("自動復旧: 見送り: BmContainerRestartLoop の自動復旧ルールにサービスの指定がなく、"
+            "アラートにも service ラベルがありません") in ja
+    en = first_response("en")
+    assert "Remediation: refused: the remediation rule for BmContainerRestartLoop names no " in en
+    assert "Detected: API slow, Container not starting" in en
+    resolved = first_response_resolved("ja")
+    assert resolved.startswith("解消: app1.example.test の P1 BmContainerRestartLoop\n"
+                               "発生 2026-12-02 00:25:00 JST (+09:00)、解消 2026-12-02 00:40:00 JST")
+    assert "解消: 切り分けのスレッドに記録しました" in resolved
