@@ -87,9 +87,9 @@ def alert_response(state, event, action, now, host_interval=600, remediations=No
     """Decide the response to EVENT (ACTION firing|resolved) at NOW (epoch seconds).
 
     Returns ``{triage, reason, thread, reply, remediate, remediation_refused,
-    alert, state, msg}`` (``msg``: the reason and the refusal as catalogue msgs): ``thread`` is the mail thread root, ``reply`` true when the
+    alert, state, msg}``: ``thread`` is the mail thread root, ``reply`` true when the
     mail belongs to an earlier one, ``remediate`` the service to start (or ''),
-    ``state`` what to write back.
+    ``state`` what to write back, ``msg`` the reason and the refusal as catalogue msgs.
     """
     if action not in ACTIONS:
         raise AnsibleFilterError(f'alert_response: action must be one of {ACTIONS}, got {action!r}')

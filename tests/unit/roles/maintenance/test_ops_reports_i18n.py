@@ -28,7 +28,8 @@ DATA = ["app1.example.test", "app_audit_log", "public.backup_jobs", "json-file",
         "docker compose up -d", "restart_confirm_full=true", "restart_service=celery",
         "backup-mgmt-celery-1", "pg_stat_activity", "pg_stat_statements",
         "pg_cancel_backend", "pg_terminate_backend", "REDISCLI_AUTH", "redis-cli ping",
-        "docker compose exec -e", "playbooks/incident_triage.yml", "EXPLAIN"]
+        "docker compose exec -e", "playbooks/incident_triage.yml", "EXPLAIN",
+        "sftp:repo:/srv/restic/app1", "backup-mgmt.example.test"]
 
 
 def render(role: str, name: str, lang: str, **context) -> str:
@@ -82,6 +83,18 @@ def dr_drill(lang: str) -> str:
     return render("dr_drill", "dr_drill.md.j2", lang, dr_drill_result=result,
                   dr_drill_project_name="bmops-drill", dr_drill_db_port=15432,
                   dr_drill_backend_port=18000)
+
+
+def dr_standby(lang: str, promoted: bool = True) -> str:
+    result = {"standby": "standby1", "primary": "app1", "promoted": promoted,
+              "repository": "sftp:repo:/srv/restic/app1", "rto_seconds": 300,
+              "rto_target_seconds": 3600, "rto_ok": True, "rpo_seconds": 7200,
+              "rpo_target_seconds": 86400, "rpo_ok": True,
+              "backup": {"id": "20261202_030000", "created_utc": "2026-12-01T18:00:00Z"},
+              "restore": {"ok": True}, "configuration_fetched": "/var/lib/bmops/standby/app1",
+              "first_backup": "20261202_090000"}
+    return render("dr_standby", "dr_standby.md.j2", lang, dr_standby_result=result,
+                  bm_project_name="backup-mgmt", bm_domain="backup-mgmt.example.test")
 
 
 def triage_facts() -> dict:
@@ -175,8 +188,8 @@ def shape(line: str) -> str:
     return marker.group(0) if marker else "text"
 
 
-@pytest.mark.parametrize("report", [maintenance, dr_drill, triage, postmortem, first_response,
-                                    first_response_resolved])
+@pytest.mark.parametrize("report", [maintenance, dr_drill, dr_standby, triage, postmortem,
+                                    first_response, first_response_resolved])
 def test_both_languages_have_the_same_lines_and_japanese_no_english_sentence(report):
     ja, en = report("ja"), report("en")
     assert ja.count("\n") == en.count("\n")
@@ -213,13 +226,15 @@ def test_triage_report_and_postmortem_read_in_japanese_with_local_time():
     assert ja.startswith("# 障害の切り分け — app1.example.test\n\n作成 2026-12-02 00:30:00 JST")
     assert "| コンテナが起動しない | **検知** | コンテナがクラッシュしているか" in ja
     assert "- /health/ready の応答に 1800 ms かかりました（基準 1000 ms）" in ja
-    assert "| celery | backup-mgmt-celery-1 | restarting | — | 7 | 1 | 2026-12-02 00:20:00 JST" in ja
+    assert ("| celery | backup-mgmt-celery-1 | restarting | — | 7 | 1 | "
+            "2026-12-02 00:20:00 JST") in ja
     en = triage("en")
     assert "| Container not starting | **detected** | a container crashes" in en
     pm = postmortem("ja")
     assert pm.startswith("# ポストモーテム（下書き） — app1.example.test")
     assert "## タイムライン（Asia/Tokyo）" in pm
-    assert "| 2026-12-02 00:25:00 JST (+09:00) | アラート BmContainerRestartLoop（P1）発報: s |" in pm
+    assert ("| 2026-12-02 00:25:00 JST (+09:00) | "
+            "アラート BmContainerRestartLoop（P1）発報: s |") in pm
     assert "障害の切り分けを実行: API 応答遅延、コンテナが起動しない を検知" in pm
     assert "検知: API 応答遅延、コンテナが起動しない" in pm
 
@@ -237,5 +252,14 @@ def test_first_response_mail_reads_in_japanese_with_local_time():
     assert "Detected: API slow, Container not starting" in en
     resolved = first_response_resolved("ja")
     assert resolved.startswith("解消: app1.example.test の P1 BmContainerRestartLoop\n"
-                               "発生 2026-12-02 00:25:00 JST (+09:00)、解消 2026-12-02 00:40:00 JST")
+                               "発生 2026-12-02 00:25:00 JST (+09:00)、"
+                               "解消 2026-12-02 00:40:00 JST")
     assert "解消: 切り分けのスレッドに記録しました" in resolved
+
+
+def test_standby_report_reads_in_japanese_with_local_time():
+    ja = dr_standby("ja")
+    assert ja.startswith("# フェイルオーバー — app1 から standby1 へ")
+    assert "| 7200 秒（2026-12-02 03:00 JST (+09:00)） | 86400 秒 | 達成 |" in ja
+    assert "担当者の作業: backup-mgmt.example.test の DNS/IP" in ja
+    assert dr_standby("en", promoted=False).startswith("# DR drill on the standby — standby1")
