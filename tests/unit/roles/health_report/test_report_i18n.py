@@ -210,6 +210,14 @@ def test_history_is_bounded_and_a_damaged_one_starts_again():
     assert bm_report.history_parse('{"a": 1}') == []
 
 
+def test_no_field_is_named_like_an_argument_of_ansibles_filter_wrapper():
+    """Ansible calls a filter as _invoke_plugin(instance, *args, **kwargs): a field
+    passed as instance=... fails the template (`got multiple values`)."""
+    for lang in ("ja", "en"):
+        po = (ROOT / "i18n" / lang / "LC_MESSAGES" / "bmops.po").read_text()
+        assert "{instance}" not in po, lang
+
+
 def test_every_catalogue_id_the_roles_use_exists_in_both_languages():
     used = set()
     for path in list((ROOT / "roles").rglob("*.j2")) + list((ROOT / "roles").rglob("*.yml")):
