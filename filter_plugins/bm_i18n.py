@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime
 import gettext
+import re
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -100,9 +101,9 @@ def _parse(value) -> datetime.datetime:
         moment = datetime.datetime.fromtimestamp(value, datetime.UTC)
     else:
         text = str(value).strip().replace("Z", "+00:00")
-        if len(text) == 15 and text[8] == "_":  # 20261201_030000 (a UTC stamp)
-            text = f"{text[:4]}-{text[4:6]}-{text[6:8]}T{text[9:11]}:{text[11:13]}:{text[13:]}"
-            text += "+00:00"
+        if re.fullmatch(r"\d{8}_\d{6}(_\d+)?", text):
+            raise I18nError(f"{text} is a backup id, a name in the host's local time, not an "
+                            "instant: show the manifest's created_utc")
         moment = datetime.datetime.fromisoformat(text)
     if moment.tzinfo is None:  # machine outputs are UTC
         moment = moment.replace(tzinfo=datetime.UTC)

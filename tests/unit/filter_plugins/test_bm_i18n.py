@@ -70,8 +70,9 @@ def test_local_time_shows_the_zone_and_its_offset():
         "2026-07-01 08:00 EDT (-04:00)"
     assert bm_i18n.local_time("2026-12-01T12:00:00Z", "America/New_York") == \
         "2026-12-01 07:00 EST (-05:00)"
-    # a backup id (a UTC stamp) reads as its local time
-    assert bm_i18n.local_time("20261201_180000", "Asia/Tokyo") == "2026-12-02 03:00 JST (+09:00)"
+    # a backup id is a name in local time, not an instant: it is not read as one
+    with pytest.raises(bm_i18n.I18nError, match="created_utc"):
+        bm_i18n.local_time("20261201_180000", "Asia/Tokyo")
     with pytest.raises(bm_i18n.I18nError, match="unknown time zone 'Mars/Base'"):
         bm_i18n.local_time(0, "Mars/Base")
 
