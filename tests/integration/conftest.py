@@ -68,8 +68,12 @@ class RunResult:
 
 def run_playbook(playbook: str, inventory: Path, private_dir: Path,
                  extravars: dict[str, Any] | None = None, verbosity: int = 0,
-                 cmdline: str | None = None, tags: str | None = None) -> RunResult:
-    """Run playbooks/<playbook>.yml the way AWX does and collect everything."""
+                 cmdline: str | None = None, tags: str | None = None,
+                 passwords: dict[str, str] | None = None) -> RunResult:
+    """Run playbooks/<playbook>.yml the way AWX does and collect everything.
+
+    PASSWORDS answers ansible-playbook's prompts ({regex: answer}), as AWX gives a
+    machine credential's become password (with --ask-become-pass in CMDLINE)."""
     import ansible_runner
 
     from bmops.cli import ensure_tools_on_path
@@ -85,6 +89,7 @@ def run_playbook(playbook: str, inventory: Path, private_dir: Path,
         verbosity=verbosity,
         cmdline=cmdline,
         tags=tags,
+        passwords=passwords or {},
         envvars={"ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"},
         quiet=True,
         rotate_artifacts=0,
@@ -276,9 +281,10 @@ def smtp_sink(it_network) -> SmtpSink:
 # test_awx_ee runs the daily check from the execution environment over SSH (it
 # installs and starts sshd on the host, which nothing else minds).
 # test_offsite_stack is last: its host-loss test removes the shared stack host.
-STACK_ORDER = ["test_checks_stack", "test_awx_ee", "test_secrets_stack", "test_operations",
-               "test_backup_stack", "test_monitoring_stack", "test_review_stack",
-               "test_offsite_stack"]
+# test_ssh_transport adds sshd and two sudo admins to the host (nothing else minds).
+STACK_ORDER = ["test_checks_stack", "test_awx_ee", "test_ssh_transport", "test_secrets_stack",
+               "test_operations", "test_backup_stack", "test_monitoring_stack",
+               "test_review_stack", "test_offsite_stack"]
 
 
 def pytest_collection_modifyitems(session, config, items):
