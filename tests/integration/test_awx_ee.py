@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import DEMO_VAULT, ROOT, docker, require_image
+from sshhost import address, authorise, controller_key, enable_sshd, known_hosts_line
 
 EE_IMAGE = "bmops/ee:0.1.0"
 EE_UID = 1000
@@ -87,20 +88,10 @@ def test_ee_renders_the_bmops_modules(ee, tmp_path):
 def ssh_ready_host(stack, tmp_path: Path) -> tuple[str, Path, str]:
     """sshd on the stack host, the controller's key authorised for root; returns
     the host's address, the private key and the host's known_hosts line."""
-    stack.sh("command -v sshd >/dev/null || DEBIAN_FRONTEND=noninteractive "
-             "apt-get install -y -q --no-install-recommends openssh-server >/dev/null; "
-             "systemctl enable --now ssh >/dev/null 2>&1 || systemctl start ssh")
-    key = tmp_path / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bmops-ee-test",
-                    "-f", str(key)], check=True)
-    pub = key.with_suffix(".pub").read_text().strip()
-    stack.sh(f"install -d -m 0700 /root/.ssh && grep -qxF '{pub}' /root/.ssh/authorized_keys "
-             f"2>/dev/null || echo '{pub}' >> /root/.ssh/authorized_keys; "
-             "chmod 0600 /root/.ssh/authorized_keys")
-    ip = docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-                stack.host).stdout.strip()
-    hostkey = stack.sh("cat /etc/ssh/ssh_host_ed25519_key.pub").stdout.split()
-    return ip, key, f"{ip} {hostkey[0]} {hostkey[1]}"
+    enable_sshd(stack.host)
+    key = controller_key(tmp_path, "bmops-ee-test")
+    authorise(stack.host, "root", key.with_suffix(".pub").read_text().strip())
+    return address(stack.host), key, known_hosts_line(stack.host)
 
 
 def test_ee_runs_the_daily_check_over_ssh_like_awx(ee, stack, tmp_path):
