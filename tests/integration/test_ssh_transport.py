@@ -69,8 +69,12 @@ def test_site_rerun_over_ssh_as_a_sudo_admin_changes_nothing_and_hides_the_passw
     # the sudo password reaches no job event and no output, even at -vvv
     assert ssh["password"] not in result.stdout
     assert ssh["password"] not in events_text(result)
+    # ansible-runner's input (env/passwords, as AWX writes it) is the one place it is:
+    # 0600; no artifact, event or output holds it
+    answers = ssh["work"] / "site-admin" / "env" / "passwords"
+    assert answers.stat().st_mode & 0o077 == 0, oct(answers.stat().st_mode)
     for path in (ssh["work"] / "site-admin").rglob("*"):
-        if path.is_file():
+        if path.is_file() and path != answers:
             assert ssh["password"] not in path.read_text(errors="replace"), path
 
 
@@ -103,6 +107,8 @@ def test_a_host_key_that_changed_is_refused(ssh, stack, tmp_path):
     host_vars = hosts_yml["all"]["children"]["bm_app"]["hosts"][stack.host]
     host_vars["ansible_ssh_common_args"] = (f"-o UserKnownHostsFile={wrong} "
                                             "-o StrictHostKeyChecking=yes")
+    # a new connection, not the master the earlier tests left open (ControlPersist)
+    host_vars["ansible_ssh_args"] = "-C -o ControlMaster=no"
     bad = write_inventory_text(tmp_path / "inventory", yaml.safe_dump(hosts_yml))
     result = run_playbook("daily_check", bad, tmp_path / "run")
     assert result.rc != 0
