@@ -192,7 +192,12 @@ def run(args: argparse.Namespace, project: paths.Project) -> int:
             limit=args.limit,
             verbosity=args.verbose,
             cmdline=" ".join(cmdline) or None,
-            envvars={"ANSIBLE_CONFIG": str(project.ansible_cfg)},
+            envvars={"ANSIBLE_CONFIG": str(project.ansible_cfg),
+                     # ansible-runner turns host key checking off unless told:
+                     # keep SSH host keys checked (as ansible.cfg says) unless the
+                     # operator's environment says otherwise
+                     "ANSIBLE_HOST_KEY_CHECKING": os.environ.get(
+                         "ANSIBLE_HOST_KEY_CHECKING", "True")},
             quiet=True,
             event_handler=on_event,
             rotate_artifacts=20,

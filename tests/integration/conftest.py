@@ -90,7 +90,9 @@ def run_playbook(playbook: str, inventory: Path, private_dir: Path,
         cmdline=cmdline,
         tags=tags,
         passwords=passwords or {},
-        envvars={"ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"},
+        # ansible-runner turns host key checking off unless told (bmops run keeps it on)
+        envvars={"ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+                 "ANSIBLE_HOST_KEY_CHECKING": "True"},
         quiet=True,
         rotate_artifacts=0,
     )

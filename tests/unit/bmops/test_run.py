@@ -19,7 +19,8 @@ PROBE = """\
         data:
           probe:
             status: "{{ marker | default('unset') }} check={{ ansible_check_mode }}
-              cfg={{ ansible_config_file }}"
+              cfg={{ ansible_config_file }}
+              hostkeys={{ lookup('ansible.builtin.config', 'HOST_KEY_CHECKING') }}"
 """
 
 
@@ -53,9 +54,10 @@ def test_runs_sharing_an_artifact_dir_share_nothing_else(projects, tmp_path, cap
     one, two = projects
     artifacts = tmp_path / "artifacts"
     first = probe(capsys, one, artifacts, "-e", "marker=first", "--check")
-    assert first == f"probe: first check=True cfg={one / 'ansible.cfg'}"
+    # host keys stay checked: ansible-runner would turn it off
+    assert first == f"probe: first check=True cfg={one / 'ansible.cfg'} hostkeys=True"
     second = probe(capsys, two, artifacts)
-    assert second == f"probe: unset check=False cfg={two / 'ansible.cfg'}"
+    assert second == f"probe: unset check=False cfg={two / 'ansible.cfg'} hostkeys=True"
     runs = sorted((artifacts / "artifacts").iterdir())
     assert len(runs) == 2
     assert sorted(p.name for p in artifacts.iterdir()) == ["artifacts"], \
