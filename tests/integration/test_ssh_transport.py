@@ -46,7 +46,7 @@ def ssh(stack, tmp_path_factory):
     return {"inventories": inventories, "password": password, "work": work}
 
 
-def run_as(ssh, stack, user, playbook, name, **kw):
+def run_as(ssh, user, playbook, name, **kw):
     extra = {}
     if user == "admin":
         extra = {"cmdline": (kw.pop("cmdline", "") + " --ask-become-pass").strip(),
@@ -58,9 +58,8 @@ def events_text(result) -> str:
     return "\n".join(json.dumps(e) for e in result.events)
 
 
-def test_site_rerun_over_ssh_as_a_sudo_admin_changes_nothing_and_hides_the_password(ssh,
-                                                                                    stack):
-    result = run_as(ssh, stack, "admin", "site", "site-admin", verbosity=3)
+def test_site_rerun_over_ssh_as_a_sudo_admin_changes_nothing_and_hides_the_password(ssh):
+    result = run_as(ssh, "admin", "site", "site-admin", verbosity=3)
     assert result.rc == 0, result.stdout[-4000:]
     assert result.changed_tasks() == [], result.changed_tasks()
     # it went over SSH as admin and became root with sudo
@@ -78,14 +77,14 @@ def test_site_rerun_over_ssh_as_a_sudo_admin_changes_nothing_and_hides_the_passw
             assert ssh["password"] not in path.read_text(errors="replace"), path
 
 
-def test_check_mode_over_ssh_changes_nothing(ssh, stack):
-    result = run_as(ssh, stack, "admin", "site", "site-admin-check", cmdline="--check")
+def test_check_mode_over_ssh_changes_nothing(ssh):
+    result = run_as(ssh, "admin", "site", "site-admin-check", cmdline="--check")
     assert result.rc == 0, result.stdout[-4000:]
     assert result.changed_tasks() == [], result.changed_tasks()
 
 
 def test_daily_check_over_ssh_as_a_nopasswd_admin(ssh, stack):
-    result = run_as(ssh, stack, "admin-np", "daily_check", "daily-admin-np")
+    result = run_as(ssh, "admin-np", "daily_check", "daily-admin-np")
     assert result.rc == 0, result.stdout[-4000:]
     summary = result.artifact_data["bmops_daily"]
     assert summary["status"] in ("ok", "warn") and summary["breaches"] == [], summary
@@ -99,12 +98,11 @@ def test_a_host_key_that_changed_is_refused(ssh, stack, tmp_path):
     before anything is done (no silent trust)."""
     inv = ssh["inventories"]["admin-np"]
     hosts_yml = yaml.safe_load((inv / "hosts.yml").read_text())
+    host_vars = hosts_yml["all"]["children"]["bm_app"]["hosts"][stack.host]
     wrong = tmp_path / "known_hosts"
     other = controller_key(tmp_path / "other", "not-the-host").with_suffix(".pub")
     kind, key = other.read_text().split()[:2]
-    wrong.write_text(f"{hosts_yml['all']['children']['bm_app']['hosts'][stack.host]['ansible_host']}"
-                     f" {kind} {key}\n")
-    host_vars = hosts_yml["all"]["children"]["bm_app"]["hosts"][stack.host]
+    wrong.write_text(f"{host_vars['ansible_host']} {kind} {key}\n")
     host_vars["ansible_ssh_common_args"] = (f"-o UserKnownHostsFile={wrong} "
                                             "-o StrictHostKeyChecking=yes")
     # a new connection, not the master the earlier tests left open (ControlPersist)
