@@ -13,4 +13,6 @@ export PATH="$PWD/.venv/bin:$PATH"
 # monitoring: detection latency and idle cost (appends its section to BENCHMARKS.md)
 "$PWD/.venv/bin/python" bench/monitoring.py
 # off-host copies and the standby: bytes of a daily copy, RTO onto a fresh standby
-exec "$PWD/.venv/bin/python" bench/offsite.py
+"$PWD/.venv/bin/python" bench/offsite.py
+# SSH as a sudo admin, the opt-in Mitogen, 1/5/10 real hosts (puts its section first)
+exec "$PWD/.venv/bin/python" bench/fleet.py

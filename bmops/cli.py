@@ -21,6 +21,7 @@ unreachable, ...), which is what AWX shows.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import re
@@ -39,6 +40,8 @@ _RESULT_EVENTS = {
     "runner_on_unreachable": "UNREACHABLE",
     "runner_on_skipped": "skipped",
 }
+# ansible-playbook's prompt for --ask-become-pass, as ansible-runner matches it
+BECOME_PROMPT = r"^BECOME password.*:\s*?$"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -168,6 +171,13 @@ def run(args: argparse.Namespace, project: paths.Project) -> int:
         cmdline += ["--tags", args.tags]
     if args.syntax_check:
         cmdline.append("--syntax-check")
+    passwords: dict[str, str] = {}
+    if args.ask_become_pass:
+        # answered through ansible-runner's prompt answers (env/passwords, 0600, in the
+        # private data dir removed below), as AWX gives a machine credential's
+        # become password: never on a command line, never in the environment
+        cmdline.append("--ask-become-pass")
+        passwords[BECOME_PROMPT] = getpass.getpass("BECOME password: ")
     inventory = str(Path(args.inventory or project.path / "inventory" / "demo").resolve())
     ensure_tools_on_path()
     root = Path(args.artifacts or paths.default_artifacts(project)).resolve()
@@ -192,6 +202,7 @@ def run(args: argparse.Namespace, project: paths.Project) -> int:
             limit=args.limit,
             verbosity=args.verbose,
             cmdline=" ".join(cmdline) or None,
+            passwords=passwords,
             envvars={"ANSIBLE_CONFIG": str(project.ansible_cfg),
                      # ansible-runner turns host key checking off unless told:
                      # keep SSH host keys checked (as ansible.cfg says) unless the
@@ -235,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     runp.add_argument("-D", "--diff", action="store_true")
     runp.add_argument("-v", "--verbose", action="count", default=0)
     runp.add_argument("-q", "--quiet", action="store_true", help="no per-task lines")
+    runp.add_argument("-K", "--ask-become-pass", action="store_true",
+                      help="ask for the sudo (become) password once, here; it is given "
+                           "to ansible-playbook's prompt, never on a command line")
     runp.add_argument("--syntax-check", action="store_true",
                       help="only check the playbook (its roles and modules resolve); "
                            "no host is contacted")

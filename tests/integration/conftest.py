@@ -69,11 +69,13 @@ class RunResult:
 def run_playbook(playbook: str, inventory: Path, private_dir: Path,
                  extravars: dict[str, Any] | None = None, verbosity: int = 0,
                  cmdline: str | None = None, tags: str | None = None,
-                 passwords: dict[str, str] | None = None) -> RunResult:
+                 passwords: dict[str, str] | None = None,
+                 env: dict[str, str] | None = None) -> RunResult:
     """Run playbooks/<playbook>.yml the way AWX does and collect everything.
 
     PASSWORDS answers ansible-playbook's prompts ({regex: answer}), as AWX gives a
-    machine credential's become password (with --ask-become-pass in CMDLINE)."""
+    machine credential's become password (with --ask-become-pass in CMDLINE). ENV adds
+    environment variables (e.g. ANSIBLE_STRATEGY)."""
     import ansible_runner
 
     from bmops.cli import ensure_tools_on_path
@@ -92,7 +94,7 @@ def run_playbook(playbook: str, inventory: Path, private_dir: Path,
         passwords=passwords or {},
         # ansible-runner turns host key checking off unless told (bmops run keeps it on)
         envvars={"ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
-                 "ANSIBLE_HOST_KEY_CHECKING": "True"},
+                 "ANSIBLE_HOST_KEY_CHECKING": "True", **(env or {})},
         quiet=True,
         rotate_artifacts=0,
     )

@@ -7,7 +7,8 @@ machine credential's become password: ansible-runner answers the BECOME prompt),
 ``admin-np`` with NOPASSWD. The host key is in a known_hosts file the inventory names;
 StrictHostKeyChecking stays on. Over SSH, a no-change ``site.yml`` changes nothing
 (at -vvv, and the sudo password is in no event and no output), ``--check`` changes
-nothing, and the daily check runs as the NOPASSWD admin.
+nothing, and the daily check runs as the NOPASSWD admin. The opt-in Mitogen strategy
+passes the same no-change, no-password and check-mode runs.
 """
 
 from __future__ import annotations
@@ -91,6 +92,25 @@ def test_daily_check_over_ssh_as_a_nopasswd_admin(ssh, stack):
     # the report was written by root (become), not by the admin account
     owner = stack.sh("stat -c %U /var/lib/bmops/reports/daily-latest.json").stdout.strip()
     assert owner == "root"
+
+
+def test_mitogen_opt_in_changes_nothing_hides_the_password_and_checks(ssh):
+    """The opt-in strategy (ANSIBLE_STRATEGY=mitogen_linear, docs/transport.md) on the same
+    converged host, as the sudo-password admin: no change, no password at -vvv, and
+    --check changes nothing."""
+    mitogen = {"ANSIBLE_STRATEGY": "mitogen_linear"}
+    result = run_as(ssh, "admin", "site", "site-mitogen", verbosity=3, env=mitogen)
+    assert result.rc == 0, result.stdout[-4000:]
+    assert result.changed_tasks() == [], result.changed_tasks()
+    # the strategy was loaded (ansible-core warns about any non-builtin strategy) and
+    # Mitogen's connection did the work, not the ssh plugin (which logs this at -vvv)
+    assert "strategy plugins not included in ansible.builtin" in result.stdout
+    assert "ESTABLISH SSH CONNECTION" not in result.stdout
+    assert ssh["password"] not in result.stdout
+    assert ssh["password"] not in events_text(result)
+    check = run_as(ssh, "admin", "site", "site-mitogen-check", cmdline="--check", env=mitogen)
+    assert check.rc == 0, check.stdout[-4000:]
+    assert check.changed_tasks() == [], check.changed_tasks()
 
 
 def test_a_host_key_that_changed_is_refused(ssh, stack, tmp_path):

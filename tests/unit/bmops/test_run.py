@@ -62,3 +62,22 @@ def test_runs_sharing_an_artifact_dir_share_nothing_else(projects, tmp_path, cap
     assert len(runs) == 2
     assert sorted(p.name for p in artifacts.iterdir()) == ["artifacts"], \
         "the per-run private data dir (it holds the -e values) is left behind"
+
+
+def test_ask_become_pass_answers_the_prompt_and_leaves_no_file(projects, tmp_path, capsys,
+                                                                monkeypatch):
+    """-K asks once (getpass) and hands the answer to ansible-playbook's BECOME prompt
+    through ansible-runner's passwords; the private dir that held it is gone after."""
+    one, _ = projects
+    asked = []
+    monkeypatch.setattr(cli.getpass, "getpass", lambda prompt: asked.append(prompt) or "s3cret-K")
+    artifacts = tmp_path / "artifacts"
+    status = probe(capsys, one, artifacts, "-K")
+    assert asked == ["BECOME password: "]
+    assert status.startswith("probe: unset check=False")
+    (run,) = (artifacts / "artifacts").iterdir()
+    assert "--ask-become-pass" in (run / "command").read_text()
+    for path in artifacts.rglob("*"):
+        if path.is_file():
+            assert "s3cret-K" not in path.read_text(errors="replace"), path
+    assert sorted(p.name for p in artifacts.iterdir()) == ["artifacts"]
