@@ -22,7 +22,8 @@ Writes the section "Transport and fleet" at the top of BENCHMARKS.md's results w
 lines site_rerun_ssh_seconds, site_rerun_ssh_mitogen_seconds, site_rerun_docker_seconds,
 daily_check_ssh_seconds, daily_check_10_hosts_ratio.
 
-Environment: BMOPS_BENCH_FLEET (10), BMOPS_BENCH_ROUNDS (3), BMOPS_KEEP=1 keeps the hosts.
+Environment: BMOPS_BENCH_FLEET (10), BMOPS_BENCH_ROUNDS (3), BMOPS_KEEP=1 keeps the hosts,
+BMOPS_BENCH_FLEET_CONVERGED=1 skips the converge (hosts kept by an earlier run).
 """
 
 from __future__ import annotations
@@ -122,8 +123,10 @@ def measure(label: str, playbook: str, inv: Path, names: list[str], **extra_env:
         stdout = out.read()
     rc = os.waitstatus_to_exitcode(status)
     rows = recap(stdout)
+    busy = sum(host_cpu_seconds(n) - cpu0[n] for n in names)
     res = {"label": label, "rc": rc, "wall": wall, "cpu_ctl": ru.ru_utime + ru.ru_stime,
-           "cpu_hosts": sum(host_cpu_seconds(n) - cpu0[n] for n in names),
+           # what the run cost each host: its CPU minus what its idle stack uses anyway
+           "cpu_hosts": busy - sum(IDLE.get(n, 0.0) for n in names) * wall,
            "hosts": len(rows), "changed": sum(r["changed"] for r in rows.values())}
     log(f"{label}: rc={rc} wall={wall:.1f}s ctl={res['cpu_ctl']:.1f}s "
         f"hosts_cpu={res['cpu_hosts']:.1f}s changed={res['changed']}")
@@ -135,6 +138,23 @@ def measure(label: str, playbook: str, inv: Path, names: list[str], **extra_env:
 
 def walls(runs: list[dict]) -> str:
     return ", ".join(f"{r['wall']:.1f}" for r in runs)
+
+
+IDLE: dict[str, float] = {}
+
+
+def measure_idle(names: list[str], window: float = 60.0) -> float:
+    """CPU seconds per second each host's idle stack uses (health checks, Prometheus,
+    exporters), over WINDOW; kept in IDLE and subtracted from every run's host CPU."""
+    cpu0 = {n: host_cpu_seconds(n) for n in names}
+    t0 = time.monotonic()
+    time.sleep(window)
+    elapsed = time.monotonic() - t0
+    for n in names:
+        IDLE[n] = (host_cpu_seconds(n) - cpu0[n]) / elapsed
+    mean = statistics.mean(IDLE.values())
+    log(f"idle: {mean:.3f} CPU s/s per host (mean of {len(names)})")
+    return mean
 
 
 def median(runs: list[dict], key: str) -> float:
@@ -160,6 +180,9 @@ def setup() -> tuple[dict[str, dict], dict[str, dict]]:
     known.write_text("\n".join(lines) + "\n", encoding="utf-8")
     for name in NAMES:
         ssh_vars[name] = ssh_host_vars(name, "admin", key, known)
+    if os.environ.get("BMOPS_BENCH_FLEET_CONVERGED") == "1":
+        log("hosts kept converged from an earlier run (BMOPS_BENCH_FLEET_CONVERGED=1)")
+        return docker_vars, ssh_vars
     log(f"converge site.yml on {len(NAMES)} hosts (docker exec, forks 20)")
     t0 = time.monotonic()
     converge = subprocess.run(
@@ -190,12 +213,14 @@ def bench(docker_vars: dict, ssh_vars: dict) -> tuple[dict, dict]:
     # warm-up: facts cached, SSH masters up, the daily check's first report written
     measure("warm-site-ssh", "site", one_ssh, [first])
     measure("warm-daily", "daily_check", fleets[FLEET], NAMES)
+    idle = measure_idle(NAMES)
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     runs: dict[str, list[dict]] = {name: [] for name in arms}
     names = list(arms)
     for i in range(ROUNDS):
         for name in names[i % len(names):] + names[:i % len(names)]:
             runs[name].append(arms[name]())
-    return runs, {"sizes": sizes}
+    return runs, {"sizes": sizes, "load": load, "idle": idle}
 
 
 def write(runs: dict, meta: dict, elapsed: float) -> None:
@@ -239,7 +264,11 @@ def write(runs: dict, meta: dict, elapsed: float) -> None:
         "over SSH as `admin` with sudo (NOPASSWD), host keys checked against the "
         "inventory's known_hosts; pipelining and ControlPersist as `ansible.cfg` sets them. "
         f"Arms interleaved, {ROUNDS} rounds, medians. Controller and hosts share the same "
-        f"{os.cpu_count()} cores, so the fleet's figures include every host's own CPU.", "",
+        f"{os.cpu_count()} cores, so the fleet's figures include every host's own CPU; "
+        f"the {FLEET} idle stacks themselves (health checks, Prometheus, exporters) keep "
+        f"the machine busy too: load average {meta['load']} when the measurements "
+        f"started; each idle host used {meta['idle']:.3f} CPU s per s, which is subtracted "
+        "from the host CPU below (host CPU = what the run cost the hosts).", "",
         "These are the headline figures: SSH as a sudo admin is how sites connect. The "
         "docker-exec figures are the tests' transport, given beside them.", "",
         *[f"{k}: {v}" for k, v in lines.items()], "",

@@ -7,8 +7,8 @@ machine credential's become password: ansible-runner answers the BECOME prompt),
 ``admin-np`` with NOPASSWD. The host key is in a known_hosts file the inventory names;
 StrictHostKeyChecking stays on. Over SSH, a no-change ``site.yml`` changes nothing
 (at -vvv, and the sudo password is in no event and no output), ``--check`` changes
-nothing, and the daily check runs as the NOPASSWD admin. The opt-in Mitogen strategy
-passes the same no-change, no-password and check-mode runs.
+nothing, the daily check runs as the NOPASSWD admin, and a backup is restored. The
+opt-in Mitogen strategy passes the same no-change, no-password and check-mode runs.
 """
 
 from __future__ import annotations
@@ -92,6 +92,29 @@ def test_daily_check_over_ssh_as_a_nopasswd_admin(ssh, stack):
     # the report was written by root (become), not by the admin account
     owner = stack.sh("stat -c %U /var/lib/bmops/reports/daily-latest.json").stdout.strip()
     assert owner == "root"
+
+
+def test_backup_and_restore_over_ssh_as_the_sudo_admin(ssh, stack):
+    """The manual's backup and a restore of it, over SSH as the sudo-password admin: the
+    row written after the backup is gone, the app is ready again, no password shown."""
+    stack.psql("DROP TABLE IF EXISTS ssh_probe; CREATE TABLE ssh_probe(v text); "
+               "INSERT INTO ssh_probe VALUES ('before')")
+    backup = run_as(ssh, "admin", "backup_db", "backup-admin")
+    assert backup.rc == 0, backup.stdout[-4000:]
+    bid = backup.artifact_data["db_backup"]["id"]
+    stack.psql("INSERT INTO ssh_probe VALUES ('after')")
+    restore = run_as(ssh, "admin", "restore_db", "restore-admin", verbosity=3,
+                     extravars={"restore_confirm": True, "restore_backup_id": bid})
+    try:
+        assert restore.rc == 0, restore.stdout[-4000:]
+        report = restore.artifact_data["db_restore"]
+        assert report["backup"]["id"] == bid and report["restore"]["ok"] is True
+        assert stack.psql("SELECT string_agg(v, ',') FROM ssh_probe") == "before"
+        assert ssh["password"] not in restore.stdout
+        assert ssh["password"] not in events_text(restore)
+    finally:
+        stack.wait_ready()
+        stack.psql("DROP TABLE IF EXISTS ssh_probe")
 
 
 def test_mitogen_opt_in_changes_nothing_hides_the_password_and_checks(ssh):
