@@ -14,9 +14,10 @@ controller knows every host key through a known_hosts file the inventory names
    root (community.docker.docker, what the tests use), SSH as admin with sudo (pipelining,
    ControlPersist: ansible.cfg), and SSH with the opt-in Mitogen strategy
    (ANSIBLE_STRATEGY=mitogen_linear).
-2. ``daily_check.yml`` over SSH on 1, 5 and 10 hosts (the first N of the fleet),
-   interleaved: wall time, controller CPU per host (the ansible-playbook process tree,
-   from wait4) and host CPU per check (each host container's cgroup).
+2. ``daily_check.yml`` over SSH on 1, 5 and 10 hosts (the first N of the fleet), and on
+   10 with Mitogen, interleaved: wall time, controller CPU per host (the ansible-playbook
+   process tree, from wait4) and host CPU per check (each host container's cgroup, minus
+   what its idle stack uses in the same time).
 
 Writes the section "Transport and fleet" at the top of BENCHMARKS.md's results with the
 lines site_rerun_ssh_seconds, site_rerun_ssh_mitogen_seconds, site_rerun_docker_seconds,
@@ -210,6 +211,10 @@ def bench(docker_vars: dict, ssh_vars: dict) -> tuple[dict, dict]:
     for n in sizes:
         arms[f"daily {n}"] = (lambda n=n: measure(f"daily-{n}", "daily_check", fleets[n],
                                                   NAMES[:n]))
+    # the whole fleet once more with Mitogen: one Python per host instead of one per task
+    arms[f"daily {FLEET} mitogen"] = lambda: measure(
+        f"daily-{FLEET}-mitogen", "daily_check", fleets[FLEET], NAMES,
+        ANSIBLE_STRATEGY="mitogen_linear")
     # warm-up: facts cached, SSH masters up, the daily check's first report written
     measure("warm-site-ssh", "site", one_ssh, [first])
     measure("warm-daily", "daily_check", fleets[FLEET], NAMES)
@@ -236,6 +241,8 @@ def write(runs: dict, meta: dict, elapsed: float) -> None:
         "site_rerun_ssh_changed": max(r["changed"] for k in site for r in runs[k]),
         "daily_check_ssh_seconds": round(median(daily[1], "wall"), 1),
         f"daily_check_{big}_hosts_ratio": round(ratio, 2),
+        f"daily_check_{big}_hosts_mitogen_ratio": round(
+            median(runs[f"daily {big} mitogen"], "wall") / median(daily[1], "wall"), 2),
     }
     goals = [("site.yml no-change over SSH <= 15 s", lines["site_rerun_ssh_seconds"], 15),
              ("the same with the opt-in Mitogen <= 15 s",
@@ -250,12 +257,14 @@ def write(runs: dict, meta: dict, elapsed: float) -> None:
     fleet = ["| hosts | wall (median) | vs one host | controller CPU per host | "
              "host CPU per check | runs |", "|---|---|---|---|---|---|"]
     one = median(daily[1], "wall")
-    for n in sizes:
-        fleet.append(f"| {n} | {median(daily[n], 'wall'):.1f} s | "
-                     f"{median(daily[n], 'wall') / one:.2f} | "
-                     f"{median(daily[n], 'cpu_ctl') / n:.2f} s | "
-                     f"{median(daily[n], 'cpu_hosts') / n:.2f} s | "
-                     f"{walls(daily[n])} |")
+    rows = [(str(n), n, daily[n]) for n in sizes]
+    rows.append((f"{big}, Mitogen", big, runs[f"daily {big} mitogen"]))
+    for label, n, rr in rows:
+        fleet.append(f"| {label} | {median(rr, 'wall'):.1f} s | "
+                     f"{median(rr, 'wall') / one:.2f} | "
+                     f"{median(rr, 'cpu_ctl') / n:.2f} s | "
+                     f"{median(rr, 'cpu_hosts') / n:.2f} s | "
+                     f"{walls(rr)} |")
     section = [
         SECTION, "",
         f"Written by `bench/fleet.py` on {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC "
