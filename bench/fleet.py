@@ -41,6 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "harness"))
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import hosts  # noqa: E402
 import yaml  # noqa: E402
@@ -52,6 +53,8 @@ from sshhost import (  # noqa: E402
     ssh_host_vars,
 )
 
+from bench import Cgroup, container_id  # noqa: E402
+
 FLEET = max(1, int(os.environ.get("BMOPS_BENCH_FLEET", "10")))
 ROUNDS = max(1, int(os.environ.get("BMOPS_BENCH_ROUNDS", "3")))
 KEEP = os.environ.get("BMOPS_KEEP") == "1"
@@ -61,23 +64,24 @@ WORK = Path(os.environ.get("BMOPS_BENCH_FLEET_WORK", "/tmp/bmops-bench-fleet"))
 BIN = ROOT / ".venv" / "bin"
 OUT = ROOT / "BENCHMARKS.md"
 SECTION = "## Transport and fleet"
-CGROOT = Path("/sys/fs/cgroup")
 
 
 def log(msg: str) -> None:
     print(f"[fleet {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+CGROUPS: dict[str, Cgroup] = {}
+
+
 def host_cpu_seconds(name: str) -> float:
-    """CPU used so far by the host container NAME (its cgroup, v1 or v2)."""
-    cid = hosts.docker("inspect", "-f", "{{.Id}}", name).stdout.strip()
-    v1 = CGROOT / "cpuacct" / "docker" / cid / "cpuacct.usage"
-    if v1.exists():
-        return int(v1.read_text()) / 1e9
-    for base in (CGROOT / "system.slice" / f"docker-{cid}.scope", CGROOT / "docker" / cid):
-        if (base / "cpu.stat").exists():
-            return int(re.search(r"usage_usec (\d+)", (base / "cpu.stat").read_text())[1]) / 1e6
-    raise RuntimeError(f"no cgroup CPU counter for {name}")
+    """CPU used so far by the host container NAME (bench.py's cgroup reader, v1 or v2;
+    looked up once per host)."""
+    if name not in CGROUPS:
+        CGROUPS[name] = Cgroup(container_id(name))
+    used = CGROUPS[name].cpu_seconds()
+    if used is None:
+        raise RuntimeError(f"no cgroup CPU counter for {name}")
+    return used
 
 
 def inventory(name: str, host_vars: dict[str, dict]) -> Path:
