@@ -29,16 +29,22 @@ KEY = "offsite-test-key-7c1d2e9f04ab"  # the test's repository key (bm_offsite_p
 TOOL = "/usr/local/sbin/bmops-backup"
 OFFSITE = f"{TOOL} offsite"
 PROM = "/var/lib/prometheus/node-exporter/bmops_offsite.prom"
+REPL_PASSWORD = "replication-test-pw-5e8a1c0b93"  # noqa: S105 - bm_db_replication_password
+BARMAN = "runuser -u barman -- barman"
+SLOT = f"barman_{STACK_HOST.replace('-', '_')}"
 
 
-def inventory_yml(app: str, repo: str, standby: str = "") -> str:
+def inventory_yml(app: str, repo: str, standby: str = "", pitr: bool = True) -> str:
     conn = ("          ansible_connection: community.docker.docker\n"
             "          ansible_python_interpreter: /usr/bin/python3\n")
     copies = ("          bm_offsite_enabled: true\n"
               f"          bm_offsite_password: {KEY}\n"
               "          offsite_backup_cron_enabled: false\n")
+    # The primary also streams its WAL to Barman on the repository host (issue 16).
+    pitr = (f"          bm_pitr_enabled: {str(pitr).lower()}\n"
+            f"          bm_db_replication_password: {REPL_PASSWORD}\n")
     text = ("all:\n  children:\n    bm_app:\n      hosts:\n"
-            f"        {app}:\n{conn}{copies}")
+            f"        {app}:\n{conn}{copies}{pitr}")
     if standby:
         text += f"        {standby}:\n{conn}{copies}"
     text += f"    bm_backup_repository:\n      hosts:\n        {repo}:\n{conn}"
@@ -211,6 +217,157 @@ def test_the_integrity_check_reads_the_data_back_and_finds_damage(offsite):
         repo_sh('cp -p /root/pack.saved "$(cat /root/pack.path)" && rm /root/pack.*')
     rc, out, err = tool(offsite, "offsite check --subset 100%")
     assert rc == 0, (out, err)
+
+
+def barman_failures(server: str) -> list[str]:
+    """The FAILED lines of `barman check` but the minimum of base backups (one exists)."""
+    out = repo_sh(f"{BARMAN} check {server}", check=False).stdout
+    return [line.strip() for line in out.splitlines()
+            if "FAILED" in line and "minimum redundancy" not in line]
+
+
+def test_the_wal_streams_over_tls_to_the_repository_host_and_nowhere_else(offsite):
+    """Issue 16 item 2: wal_level replica, a slot, TLS, pg_hba limited to the repository
+    host, the replication password in a 0600 file only."""
+    assert offsite.psql("SHOW wal_level") == "replica"
+    stream = offsite.psql("SELECT r.state, s.ssl, r.usename FROM pg_stat_replication r "
+                          "JOIN pg_stat_ssl s USING (pid) "
+                          "WHERE r.application_name = 'barman_receive_wal'")
+    assert stream == "streaming|t|barman", stream
+    assert offsite.psql("SELECT active FROM pg_replication_slots "
+                        f"WHERE slot_name = '{SLOT}'") == "t"
+    assert offsite.psql("SELECT rolsuper FROM pg_roles WHERE rolname = 'barman'") == "f"
+    assert barman_failures(offsite.host) == []
+    backups = repo_sh(f"{BARMAN} list-backups --minimal {offsite.host}").stdout.split()
+    assert len(backups) == 1, backups  # the first base backup, made by site.yml
+    assert repo_sh("stat -c '%a %U' /var/lib/barman/.pgpass").stdout.strip() == "600 barman"
+    leaks = repo_sh(f"grep -rl {REPL_PASSWORD} /etc /srv /var/log /var/lib/barman "
+                    "--exclude=.pgpass || true").stdout.strip()
+    assert leaks == "", leaks
+    assert REPL_PASSWORD not in offsite.compose("config").stdout
+    # Without TLS, or from any other address (here the db container itself, through the
+    # published port), pg_hba.conf turns the role away before any password is asked.
+    conninfo = f"host={offsite.host} port=5433 user=barman dbname=backup_mgmt"
+    plain = repo_sh(f"PGPASSWORD=not-it psql '{conninfo} sslmode=disable' -c 'SELECT 1'",
+                    check=False)
+    assert plain.returncode != 0 and "rejects connection" in plain.stderr, plain.stderr
+    assert "no encryption" in plain.stderr, plain.stderr
+    address = offsite.sh("hostname -i").stdout.split()[0]
+    inside = offsite.compose("exec", "-T", "-e", "PGPASSWORD=not-it", "db", "psql",
+                             f"host={address} port=5433 user=barman dbname=backup_mgmt "
+                             "sslmode=require", "-c", "SELECT 1", check=False)
+    assert inside.returncode != 0 and "rejects connection" in inside.stderr, inside.stderr
+
+
+def test_restore_db_to_a_point_in_time_brings_back_exactly_the_rows_up_to_it(offsite):
+    """Issue 16 items 3 and 5: a row a second carrying its insert time; restore_db.yml with
+    restore_target_time T between two rows: exactly the rows up to T are live, none after,
+    through the ordinary restore's guarantees (safety backup, swap, old database kept)."""
+    offsite.psql("DROP TABLE IF EXISTS pitr_probe; "
+                 "CREATE TABLE pitr_probe (seq int PRIMARY KEY, at timestamptz NOT NULL)")
+    offsite.sh("cd /opt/backup-mgmt && for i in $(seq 1 20); do "
+               "echo \"INSERT INTO pitr_probe VALUES ($i, clock_timestamp());\"; sleep 1; done"
+               " | docker compose exec -T db psql -q -U postgres -d backup_mgmt")
+    assert offsite.psql("SELECT count(*) FROM pitr_probe") == "20"
+    # T in Tokyo time, as an operator in Japan would write it
+    def between(seq: int) -> str:
+        return offsite.psql(
+            "SELECT to_char((a.at + (b.at - a.at) / 2) AT TIME ZONE 'Asia/Tokyo', "
+            "'YYYY-MM-DD HH24:MI:SS.US') || '+09:00' FROM pitr_probe a "
+            f"JOIN pitr_probe b ON b.seq = a.seq + 1 WHERE a.seq = {seq}")
+
+    target, later = between(10), between(15)
+
+    # The plan in check mode changes nothing; a time without its offset is refused.
+    plan = offsite.run("restore_db", cmdline="--check",
+                       extravars={"restore_target_time": target})
+    assert plan.rc == 0 and plan.changed_tasks() == [], plan.changed_tasks()
+    assert "barman restore --target-time" in plan.stdout
+    bad = offsite.run("restore_db", extravars={"restore_target_time": target[:19],
+                                               "restore_confirm": True})
+    assert bad.rc != 0
+    said = " ".join(json.dumps(t.get("res", {})) for t in bad.failed_tasks())
+    assert "the offset" in said and "Nothing was stopped or changed" in said, said
+    assert offsite.psql("SELECT count(*) FROM pitr_probe") == "20"
+
+    run = offsite.run("restore_db", extravars={"restore_target_time": target,
+                                               "restore_confirm": True})
+    assert run.rc == 0, run.stdout[-4000:]
+    report = run.artifact_data["db_restore"]
+    pitr = report["point_in_time"]
+    assert pitr["target_time"] == target and report["backup"]["id"] == pitr["backup_id"], report
+    assert any("recovery stopping" in line for line in pitr["replay"]), pitr
+    assert offsite.psql("SELECT count(*), min(seq), max(seq) FROM pitr_probe") == "10|1|10"
+    assert offsite.ready_status() == 200
+    # The database it replaced is kept, renamed; the scratch cluster and copies are gone.
+    old = report["swap"]["old_database"]
+    assert offsite.psql(f"SELECT count(*) FROM pg_database WHERE datname = '{old}'") == "1"
+    assert offsite.sh("docker ps -aq --filter name=backup-mgmt-pitr").stdout.strip() == ""
+    offsite.sh("test ! -e /var/lib/bmops/pitr")
+    repo_sh(f"test ! -e /srv/bmops-repo/pitr-{offsite.host} && "
+            f"test ! -e /var/lib/barman/pitr-restore/{offsite.host}")
+    for ev in run.events:
+        assert REPL_PASSWORD not in json.dumps(ev), ev.get("event_data", {}).get("task")
+    # The stream goes on from the restored database.
+    assert barman_failures(offsite.host) == []
+
+    # dr_drill.yml drills another point in time (15 rows) beside the live stack, which
+    # keeps its 10 rows and keeps running.
+    drill = offsite.run("dr_drill", extravars={"dr_target_time": later})
+    assert drill.rc == 0, drill.stdout[-4000:]
+    drilled = drill.artifact_data["bmops_dr_drill"]
+    assert drilled["rto_ok"], drilled
+    assert drilled["backup"]["id"] not in (pitr["backup_id"], ""), drilled  # its own recovery
+    assert offsite.psql("SELECT count(*) FROM pitr_probe") == "10"
+    assert offsite.ready_status() == 200
+
+
+def test_a_stopped_repository_host_loses_no_wal_and_the_stream_catches_up(offsite):
+    """Issue 16 item 5: while the repository host is down the slot holds the WAL; once it
+    is back (cron restarts pg_receivewal) the stream catches up past everything written."""
+    docker("stop", "-t", "5", REPO)
+    try:
+        offsite.psql("CREATE TABLE IF NOT EXISTS outage_probe (n int); "
+                     "INSERT INTO outage_probe SELECT generate_series(1, 200000)")
+        written = offsite.psql("SELECT pg_current_wal_lsn()")
+        held = offsite.psql("SELECT active, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn) "
+                            f"FROM pg_replication_slots WHERE slot_name = '{SLOT}'")
+        active, retained = held.split("|")
+        assert active == "f" and float(retained) > 4_000_000, held
+    finally:
+        docker("start", REPO)
+    deadline = time.monotonic() + 240
+    caught_up = "f"
+    while caught_up != "t":
+        assert time.monotonic() < deadline, offsite.psql(
+            f"SELECT * FROM pg_replication_slots WHERE slot_name = '{SLOT}'")
+        time.sleep(5)
+        caught_up = offsite.psql(
+            f"SELECT write_lsn >= '{written}'::pg_lsn FROM pg_stat_replication "
+            "WHERE application_name = 'barman_receive_wal'")
+    assert barman_failures(offsite.host) == []
+
+
+def test_turning_pitr_off_drops_the_slot_and_postgres_comes_back_at_wal_level_minimal(
+        offsite, tmp_path):
+    """PostgreSQL refuses to start at wal_level minimal while a replication slot exists:
+    turning bm_pitr_enabled off drops the slot first and closes the role's login."""
+    inventory = write_inventory_text(tmp_path / "inventory",
+                                     inventory_yml(offsite.host, REPO, pitr=False))
+    off = Stack(offsite.host, inventory, tmp_path)
+    run = off.run("site", cmdline=f"--limit {offsite.host}",
+                  tags="app_stack_configure,app_stack_run")
+    assert run.rc == 0, run.stdout[-4000:]
+    assert off.psql("SHOW wal_level") == "minimal"
+    assert off.psql("SELECT count(*) FROM pg_replication_slots") == "0"
+    assert off.psql("SELECT rolcanlogin FROM pg_roles WHERE rolname = 'barman'") == "f"
+    ports = off.sh("docker ps --filter label=com.docker.compose.service=db "
+                   "--format '{{.Ports}}'").stdout
+    assert "5432" in ports and "5433" not in ports, ports
+    assert off.ready_status() == 200
+    again = off.run("site", cmdline=f"--limit {offsite.host}",
+                    tags="app_stack_configure,app_stack_run")
+    assert again.rc == 0 and again.changed_tasks() == [], again.changed_tasks()
 
 
 def test_the_standby_comes_up_from_the_off_host_copies_alone_when_the_primary_is_lost(

@@ -93,10 +93,17 @@ def to_parameter(expr: str, variable: str, value):
     return ENV.from_string(expr).render({variable: value})
 
 
-def preflight_checks(role: str) -> list[tuple[str, dict]]:
-    """(expression, the assert task's own vars) of every assert in the role's preflight."""
+def preflight_checks(role: str, playbook: str | None = None) -> list[tuple[str, dict]]:
+    """(expression, the assert task's own vars) of every assert in the role's preflight,
+    when the entry point the playbook uses runs it (main, or one that imports it)."""
     path = ROLES / role / "tasks" / "preflight.yml"
     if not path.is_file():
+        return []
+    entries = {e for r, e in playbook_roles(playbook) if r == role} if playbook else {"main"}
+    tasks = ROLES / role / "tasks"
+    if entries and "main" not in entries and not any(
+            "preflight.yml" in (tasks / f"{e.removesuffix('.yml')}.yml").read_text()
+            for e in entries):
         return []
     out = []
     for task in load(path):
@@ -152,7 +159,7 @@ def test_survey_answer_passes_the_preflight(template, question, value):
     context = plain_defaults(role)
     survey_params = {parameter(template["playbook"], q["variable"])[0]
                      for q in template["survey"]["spec"]}
-    for check, task_vars in preflight_checks(role):
+    for check, task_vars in preflight_checks(role, template["playbook"]):
         others = {p for p in survey_params - {name} if re.search(rf"\b{p}\b", check)}
         if re.search(rf"\b{name}\b", check) and not others:
             answer = to_parameter(expr, question["variable"], value)
@@ -169,7 +176,7 @@ def test_survey_defaults_together_pass_the_preflight(template):
         values[name] = to_parameter(expr, question["variable"], question.get("default", ""))
     roles = {option_spec(template["playbook"], name)[0] for name in values}
     for role in roles:
-        for check, task_vars in preflight_checks(role):
+        for check, task_vars in preflight_checks(role, template["playbook"]):
             ok = evaluate(check, {**plain_defaults(role), **task_vars, **values})
             assert ok is not False, f"{role} preflight refuses the defaults {values}: {check}"
 
