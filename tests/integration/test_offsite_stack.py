@@ -237,9 +237,12 @@ def test_the_wal_streams_over_tls_to_the_repository_host_and_nowhere_else(offsit
     assert offsite.psql("SELECT active FROM pg_replication_slots "
                         f"WHERE slot_name = '{SLOT}'") == "t"
     assert offsite.psql("SELECT rolsuper FROM pg_roles WHERE rolname = 'barman'") == "f"
+    # Its function grants are in the database postgres: the application database's
+    # dumps, restored into fresh clusters without the role, carry none.
+    assert offsite.psql("SELECT count(*) FROM pg_proc WHERE proacl::text ~ 'barman'") == "0"
     assert barman_failures(offsite.host) == []
     backups = repo_sh(f"{BARMAN} list-backups --minimal {offsite.host}").stdout.split()
-    assert len(backups) == 1, backups  # the first base backup, made by site.yml
+    assert len(backups) >= 1, backups  # the first base backup, made by site.yml
     assert repo_sh("stat -c '%a %U' /var/lib/barman/.pgpass").stdout.strip() == "600 barman"
     leaks = repo_sh(f"grep -rl {REPL_PASSWORD} /etc /srv /var/log /var/lib/barman "
                     "--exclude=.pgpass || true").stdout.strip()
