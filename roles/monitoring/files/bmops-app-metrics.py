@@ -6,9 +6,11 @@ Run by the systemd timer bmops-app-metrics.timer (role monitoring) every minute
 or so; writes <textfile_dir>/bmops_app.prom atomically for node_exporter's
 textfile collector. The same queries as the daily check (bm_health_info):
 job success rate and failed jobs in the window, storage targets and file
-systems, ERROR log lines of the log services, and the state and restart count
-of every container of the Compose project. Stdlib only; the database is read
-with psql inside the db container (no password on any command line).
+systems, ERROR log lines of the log services, the state and restart count
+of every container of the Compose project, and the replication slots that
+hold WAL for point-in-time recovery (stream up, lag, WAL held, free space).
+Stdlib only; the database is read with psql inside the db container (no
+password on any command line).
 
     bmops-app-metrics --config /etc/bmops/app-metrics.json
 """
@@ -41,6 +43,21 @@ SELECT name, path, capacity_bytes, used_bytes
   FROM storage_targets
  ORDER BY name
 """
+
+# Every replication slot (Barman's for point-in-time recovery): is a client
+# streaming, how much WAL it holds back, how much more it may hold before
+# max_slot_wal_keep_size gives it up (-1: no limit), and the write lag.
+WAL_SLOTS_SQL = """
+SELECT s.slot_name,
+       s.active::int,
+       coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn), 0)::bigint,
+       coalesce(s.safe_wal_size, -1),
+       coalesce(extract(epoch FROM r.write_lag), 0)
+  FROM pg_replication_slots s
+  LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid
+ ORDER BY s.slot_name
+"""
+DB_DATA_DIR = '/var/lib/postgresql/data'
 
 PROJECT_LABEL = 'com.docker.compose.project'
 SERVICE_LABEL = 'com.docker.compose.service'
@@ -112,9 +129,10 @@ def containers(project):
         state = attrs.get('State') or {}
         labels = (attrs.get('Config') or {}).get('Labels') or {}
         health = (state.get('Health') or {}).get('Status')
+        mounts = {m.get('Destination'): m.get('Source') for m in attrs.get('Mounts') or []}
         out.append(dict(id=attrs['Id'], service=labels.get(SERVICE_LABEL, ''),
                         running=bool(state.get('Running')), health=health,
-                        restarts=int(attrs.get('RestartCount') or 0)))
+                        restarts=int(attrs.get('RestartCount') or 0), mounts=mounts))
     return out
 
 
@@ -207,8 +225,12 @@ def collect(cfg, now=None):
                             dict(kind='target', name=name or path))
         except (RuntimeError, OSError, subprocess.SubprocessError, ValueError) as exc:
             errors['storage'] = str(exc)
+        try:
+            wal_slots(out, db, cfg)
+        except (RuntimeError, OSError, subprocess.SubprocessError, ValueError) as exc:
+            errors['wal'] = str(exc)
     else:
-        errors['jobs'] = errors['storage'] = 'the db container is not running'
+        errors['jobs'] = errors['storage'] = errors['wal'] = 'the db container is not running'
 
     for path in cfg.get('paths', []):
         try:
@@ -246,13 +268,42 @@ def collect(cfg, now=None):
         except (OSError, subprocess.SubprocessError) as exc:
             errors['logs'] = str(exc)
 
-    for section in ('containers', 'jobs', 'storage', 'filesystems', 'logs'):
+    for section in ('containers', 'jobs', 'storage', 'filesystems', 'logs', 'wal'):
         out.add('bmops_app_metrics_error', 1 if section in errors else 0,
                 'A section of bmops-app-metrics could not be measured (1).',
                 dict(section=section))
     out.add('bmops_app_metrics_timestamp_seconds', f'{now or time.time():.0f}',
             'When bmops-app-metrics last ran.')
     return out.text(), errors
+
+
+def wal_slots(out, db, cfg):
+    """The WAL each replication slot holds, and the free space it would fill."""
+    rows = psql(db['id'], cfg['db_user'], cfg['db_name'], WAL_SLOTS_SQL)
+    if not rows:
+        return
+    source = (db.get('mounts') or {}).get(DB_DATA_DIR)
+    free = None
+    if source:
+        st = os.statvfs(source)
+        free = st.f_bavail * st.f_frsize
+    for slot, active, retained, safe, lag in rows:
+        labels = dict(slot=slot)
+        out.add('bmops_wal_slot_active', int(active),
+                'A client streams from the replication slot (1) or none does (0).', labels)
+        out.add('bmops_wal_slot_retained_bytes', int(retained),
+                'WAL the replication slot holds back on the database volume, bytes.', labels)
+        if int(safe) >= 0:
+            out.add('bmops_wal_slot_safe_bytes', int(safe),
+                    'WAL that may still be written before max_slot_wal_keep_size gives '
+                    'the slot up, bytes.', labels)
+        out.add('bmops_wal_write_lag_seconds', float(lag),
+                'Write lag of the client streaming from the slot, seconds (0 when idle).',
+                labels)
+        if free is not None:
+            out.add('bmops_wal_volume_free_bytes', free,
+                    'Free space of the database volume the slot\'s WAL fills, bytes.',
+                    labels)
 
 
 def write_atomic(directory, name, text):

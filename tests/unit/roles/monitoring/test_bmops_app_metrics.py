@@ -36,6 +36,8 @@ def test_output_is_valid_exposition(monkeypatch, tmp_path):
     monkeypatch.setattr(tool, "containers", lambda project: items)
 
     def fake_psql(container, user, db, sql):
+        if "pg_replication_slots" in sql:
+            return []  # no slot: no WAL series
         return [["10", "9", "1"]] if "backup_jobs" in sql else [["t1", "/srv", "100", "80"]]
 
     monkeypatch.setattr(tool, "psql", fake_psql)
@@ -99,6 +101,8 @@ def test_configured_queries_and_patterns_are_used(monkeypatch):
     seen = []
 
     def fake_psql(container, user, db, sql):
+        if "pg_replication_slots" in sql:
+            return []
         seen.append(sql)
         return [["4", "3", "1"]]
 
@@ -116,6 +120,52 @@ def test_configured_queries_and_patterns_are_used(monkeypatch):
     assert seen == ["SELECT 6 FROM runs"]  # no storage query: the backend has none
     assert 'bmops_app_job_success_rate_percent{window_hours="6"} 75.0' in text
     assert 'bmops_app_error_log_lines{service="worker",window_hours="6"} 2' in text
+
+
+def test_replication_slots_give_the_wal_they_hold_and_the_free_space(monkeypatch, tmp_path):
+    """Issue 16: a slot Barman streams from and one nobody does; the free space is the
+    database volume's (the Source of the db container's data mount)."""
+    items = [dict(id="c2", service="db", running=True, health=None, restarts=0,
+                  mounts={tool.DB_DATA_DIR: str(tmp_path)})]
+    monkeypatch.setattr(tool, "containers", lambda project: items)
+
+    def fake_psql(container, user, db, sql):
+        if "pg_replication_slots" in sql:
+            return [["barman_app1", "1", "16777216", "10720641024", "0.25"],
+                    ["other", "0", "4096", "-1", "0"]]
+        return [["0", "0", "0"]] if "backup_jobs" in sql else []
+
+    monkeypatch.setattr(tool, "psql", fake_psql)
+    cfg = dict(project="p", services=["db"], db_user="u", db_name="d", log_services=[])
+    text, errors = tool.collect(cfg, now=1)
+    assert errors == {}
+    assert 'bmops_wal_slot_active{slot="barman_app1"} 1' in text
+    assert 'bmops_wal_slot_active{slot="other"} 0' in text
+    assert 'bmops_wal_slot_retained_bytes{slot="barman_app1"} 16777216' in text
+    assert 'bmops_wal_slot_safe_bytes{slot="barman_app1"} 10720641024' in text
+    assert 'bmops_wal_slot_safe_bytes{slot="other"}' not in text  # no limit: no series
+    assert 'bmops_wal_write_lag_seconds{slot="barman_app1"} 0.25' in text
+    free = [line for line in text.splitlines()
+            if line.startswith('bmops_wal_volume_free_bytes{slot="barman_app1"}')]
+    assert len(free) == 1 and int(free[0].split()[1]) > 0
+    assert 'bmops_app_metrics_error{section="wal"} 0' in text
+
+
+def test_an_unreadable_slot_list_is_reported_not_fatal(monkeypatch):
+    items = [dict(id="c2", service="db", running=True, health=None, restarts=0)]
+    monkeypatch.setattr(tool, "containers", lambda project: items)
+
+    def fake_psql(container, user, db, sql):
+        if "pg_replication_slots" in sql:
+            raise RuntimeError("psql failed: permission denied")
+        return [["0", "0", "0"]] if "backup_jobs" in sql else []
+
+    monkeypatch.setattr(tool, "psql", fake_psql)
+    text, errors = tool.collect(dict(project="p", services=["db"], db_user="u", db_name="d"),
+                                now=1)
+    assert "permission denied" in errors["wal"]
+    assert 'bmops_app_metrics_error{section="wal"} 1' in text
+    assert "bmops_app_jobs_finished" in text  # the other sections still measured
 
 
 def test_a_bad_pattern_is_reported_not_fatal(monkeypatch):

@@ -85,6 +85,32 @@ CASES = {
         [{"severity": "P2"}]),
     "passed repository check is quiet": (
         {f'bmops_offsite_last_check_success{{{H}}}': "1x10"}, "BmOffsiteCheckFailed", "6m", []),
+    "WAL stream down 5 min fires P2": (
+        {f'bmops_wal_slot_active{{slot="barman_app1",{H}}}': "1 0x10"}, "BmWalStreamDown",
+        "7m", [{"slot": "barman_app1", "severity": "P2"}]),
+    "WAL stream down 4 min is quiet": (
+        {f'bmops_wal_slot_active{{slot="barman_app1",{H}}}': "1x3 0x4"}, "BmWalStreamDown",
+        "7m", []),
+    "WAL write lag 6 min fires P2": (
+        {f'bmops_wal_write_lag_seconds{{slot="barman_app1",{H}}}': "360x10"},
+        "BmWalShippingLag", "3m", [{"slot": "barman_app1", "severity": "P2"}]),
+    "WAL write lag 5 min exactly is quiet": (
+        {f'bmops_wal_write_lag_seconds{{slot="barman_app1",{H}}}': "300x10"},
+        "BmWalShippingLag", "3m", []),
+    "slot 0.9 GiB from its limit fires P2": (
+        {f'bmops_wal_slot_safe_bytes{{slot="barman_app1",{H}}}': "966367641x10"},
+        "BmWalSlotNearLimit", "6m", [{"slot": "barman_app1", "severity": "P2"}]),
+    "slot 1 GiB from its limit is quiet": (
+        {f'bmops_wal_slot_safe_bytes{{slot="barman_app1",{H}}}': "1073741824x10"},
+        "BmWalSlotNearLimit", "6m", []),
+    "slot holding 60 % of the free space fires P1": (
+        {f'bmops_wal_slot_retained_bytes{{slot="barman_app1",{H}}}': "6000x5",
+         f'bmops_wal_volume_free_bytes{{slot="barman_app1",{H}}}': "10000x5"},
+        "BmWalFillingDisk", "3m", [{"slot": "barman_app1", "severity": "P1"}]),
+    "slot holding half the free space is quiet": (
+        {f'bmops_wal_slot_retained_bytes{{slot="barman_app1",{H}}}': "5000x5",
+         f'bmops_wal_volume_free_bytes{{slot="barman_app1",{H}}}': "10000x5"},
+        "BmWalFillingDisk", "3m", []),
     "one failed job fires P3": (
         {f'bmops_app_jobs_failed{{window_hours="24",{H}}}': "1x10"}, "BmFailedJobs", "6m",
         [{"window_hours": "24", "severity": "P3"}]),
