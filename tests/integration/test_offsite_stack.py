@@ -41,8 +41,10 @@ def inventory_yml(app: str, repo: str, standby: str = "", pitr: bool = True) -> 
               f"          bm_offsite_password: {KEY}\n"
               "          offsite_backup_cron_enabled: false\n")
     # The primary also streams its WAL to Barman on the repository host (issue 16).
+    # BmWalStreamDown after 1 minute instead of 5, so that the outage test sees it fire.
     pitr = (f"          bm_pitr_enabled: {str(pitr).lower()}\n"
-            f"          bm_db_replication_password: {REPL_PASSWORD}\n")
+            f"          bm_db_replication_password: {REPL_PASSWORD}\n"
+            "          monitoring_wal_max_lag_minutes: 1\n")
     text = ("all:\n  children:\n    bm_app:\n      hosts:\n"
             f"        {app}:\n{conn}{copies}{pitr}")
     if standby:
@@ -325,9 +327,24 @@ def test_restore_db_to_a_point_in_time_brings_back_exactly_the_rows_up_to_it(off
     assert offsite.ready_status() == 200
 
 
+def wal_metrics(st: Stack) -> dict[str, float]:
+    """Run bmops-app-metrics now (the timer's unit) and read the slot's WAL series."""
+    st.sh("systemctl start bmops-app-metrics.service")
+    text = st.sh("cat /var/lib/prometheus/node-exporter/bmops_app.prom").stdout
+    return {m.group(1): float(m.group(2)) for m in re.finditer(
+        rf'^(bmops_wal_\w+){{slot="{SLOT}"}} (\S+)$', text, re.MULTILINE)}
+
+
+def firing(st: Stack, alertname: str) -> list[dict]:
+    alerts = json.loads(st.sh("curl -sf http://127.0.0.1:9090/api/v1/alerts").stdout)
+    return [a for a in alerts["data"]["alerts"]
+            if a["labels"]["alertname"] == alertname and a["state"] == "firing"]
+
+
 def test_a_stopped_repository_host_loses_no_wal_and_the_stream_catches_up(offsite):
-    """Issue 16 item 5: while the repository host is down the slot holds the WAL; once it
-    is back (cron restarts pg_receivewal) the stream catches up past everything written."""
+    """Issue 16 items 4 and 5: while the repository host is down the slot holds the WAL
+    and BmWalStreamDown (P2) fires; once it is back (cron restarts pg_receivewal) the
+    stream catches up past everything written."""
     docker("stop", "-t", "5", REPO)
     try:
         offsite.psql("CREATE TABLE IF NOT EXISTS outage_probe (n int); "
@@ -337,6 +354,20 @@ def test_a_stopped_repository_host_loses_no_wal_and_the_stream_catches_up(offsit
                             f"FROM pg_replication_slots WHERE slot_name = '{SLOT}'")
         active, retained = held.split("|")
         assert active == "f" and float(retained) > 4_000_000, held
+        metrics = wal_metrics(offsite)
+        assert metrics["bmops_wal_slot_active"] == 0, metrics
+        assert metrics["bmops_wal_slot_retained_bytes"] > 4_000_000, metrics
+        assert metrics["bmops_wal_volume_free_bytes"] > metrics[
+            "bmops_wal_slot_retained_bytes"], metrics
+        # Prometheus beside the app: down for 1 minute (the inventory's limit) -> P2
+        deadline = time.monotonic() + 180
+        while not (alerts := firing(offsite, "BmWalStreamDown")):
+            assert time.monotonic() < deadline, offsite.sh(
+                "curl -s http://127.0.0.1:9090/api/v1/alerts").stdout[-2000:]
+            time.sleep(10)
+        assert alerts[0]["labels"]["severity"] == "P2", alerts
+        assert alerts[0]["labels"]["slot"] == SLOT, alerts
+        assert SLOT in alerts[0]["annotations"]["summary"], alerts
     finally:
         docker("start", REPO)
     deadline = time.monotonic() + 240
@@ -349,6 +380,10 @@ def test_a_stopped_repository_host_loses_no_wal_and_the_stream_catches_up(offsit
             f"SELECT write_lsn >= '{written}'::pg_lsn FROM pg_stat_replication "
             "WHERE application_name = 'barman_receive_wal'")
     assert barman_failures(offsite.host) == []
+    metrics = wal_metrics(offsite)
+    assert metrics["bmops_wal_slot_active"] == 1, metrics
+    # at most the segment being written: pg_receivewal fsyncs at the end of a segment
+    assert metrics["bmops_wal_slot_retained_bytes"] <= 17 * 2**20, metrics
 
 
 def test_turning_pitr_off_drops_the_slot_and_postgres_comes_back_at_wal_level_minimal(
@@ -371,13 +406,29 @@ def test_turning_pitr_off_drops_the_slot_and_postgres_comes_back_at_wal_level_mi
     again = off.run("site", cmdline=f"--limit {offsite.host}",
                     tags="app_stack_configure,app_stack_run")
     assert again.rc == 0 and again.changed_tasks() == [], again.changed_tasks()
+    assert off.sh("test -e /var/lib/bmops/wal-gap", check=False).returncode == 0
+
+    # On again: the WAL since the last base backup has a gap, so a new base backup is
+    # taken and the mark goes (the standby's recovery below needs the stream).
+    before = len(repo_sh(f"{BARMAN} list-backups --minimal {offsite.host}").stdout.split())
+    on = offsite.run("site", cmdline=f"--limit {offsite.host},{REPO}",
+                     tags="app_stack_configure,app_stack_run,wal_archive")
+    assert on.rc == 0, on.stdout[-4000:]
+    assert offsite.psql("SHOW wal_level") == "replica"
+    assert offsite.psql("SELECT count(*) FROM pg_stat_replication "
+                        "WHERE application_name = 'barman_receive_wal'") == "1"
+    after = len(repo_sh(f"{BARMAN} list-backups --minimal {offsite.host}").stdout.split())
+    assert after == before + 1, (before, after)
+    assert offsite.sh("test ! -e /var/lib/bmops/wal-gap", check=False).returncode == 0
 
 
-def test_the_standby_comes_up_from_the_off_host_copies_alone_when_the_primary_is_lost(
+def test_the_standby_comes_up_from_the_wal_or_the_copies_when_the_primary_is_lost(
         offsite, standby):
-    """Issue 15 item 5: rows are written continuously; a backup is taken and copied off
-    the host; the primary is removed with its volumes; dr_drill.yml brings the standby
-    up from the off-host copies alone, with every row committed before the backup."""
+    """Issue 15 item 5 and issue 16 item 5: rows are written continuously (10 a second,
+    each with its commit time); a backup is taken and copied off the host; the primary is
+    removed with its volumes. dr_drill.yml brings the standby up from the primary's WAL
+    on Barman (the default with PITR on) losing at most the last minute of rows, and from
+    the off-host copies alone with every row committed before the backup."""
     offsite.psql("DROP TABLE IF EXISTS dr_probe; "
                  "CREATE TABLE dr_probe (seq bigserial PRIMARY KEY, at timestamptz DEFAULT now())")
     offsite.sh("cd /opt/backup-mgmt && (while :; do echo 'INSERT INTO dr_probe DEFAULT VALUES;'; "
@@ -395,6 +446,10 @@ def test_the_standby_comes_up_from_the_off_host_copies_alone_when_the_primary_is
     later = int(offsite.psql("SELECT max(seq) FROM dr_probe"))
     assert later > committed, "rows kept coming during the backup"
 
+    assert offsite.psql("SELECT count(*) FROM pg_stat_replication "
+                        "WHERE application_name = 'barman_receive_wal'") == "1"
+    time.sleep(3)
+    killed_at = time.time()
     hosts.down(offsite.host)  # the primary and every volume it had: data, backups, config
     assert docker("inspect", offsite.host, check=False).returncode != 0
 
@@ -409,10 +464,27 @@ def test_the_standby_comes_up_from_the_off_host_copies_alone_when_the_primary_is
     assert "no-such-host" in failed and "stack and database were not touched" in failed, failed
     assert standby.ready_status() == 200
 
-    run = standby.run("dr_drill", cmdline=f"--limit {standby.host}")
+    # From the WAL: Barman's archive and the segment it was still receiving.
+    wal = standby.run("dr_drill", cmdline=f"--limit {standby.host}")
+    assert wal.rc == 0, wal.stdout[-4000:]
+    result = wal.artifact_data["bmops_dr_standby"]
+    assert result["source"] == "wal" and result["primary"] == offsite.host, result
+    newest = float(standby.psql("SELECT extract(epoch FROM max(at)) FROM dr_probe"))
+    rpo = killed_at - newest
+    assert rpo <= 60, f"the standby lost {rpo:.1f} s of rows"
+    assert int(standby.psql("SELECT max(seq) FROM dr_probe")) > later, "WAL after the backup"
+    assert result["rpo_ok"] and 0 <= result["rpo_seconds"] <= 120, result
+    print(f"rpo_seconds: {rpo:.1f}")  # the figure for the issue's note (pytest -s)
+    assert "barman:" in result["repository"], result
+    repo_sh(f"test ! -e /srv/bmops-repo/pitr-{offsite.host}")
+
+    # From the off-host copies alone (issue 15): the nightly backup, copied.
+    run = standby.run("dr_drill", cmdline=f"--limit {standby.host}",
+                      extravars={"dr_standby_source": "copies"})
     assert run.rc == 0, run.stdout[-4000:]
     result = run.artifact_data["bmops_dr_standby"]
     assert result["primary"] == offsite.host and result["backup"]["id"] == backup["id"], result
+    assert result["source"] == "copies", result
     assert result["rto_ok"] and result["rpo_ok"], result
     # Every row committed before the copied backup started is on the standby.
     restored = standby.psql(f"SELECT count(*) FROM dr_probe WHERE seq <= {committed}")
@@ -439,5 +511,6 @@ def test_the_standby_comes_up_from_the_off_host_copies_alone_when_the_primary_is
     restored = standby.psql(f"SELECT count(*) FROM dr_probe WHERE seq <= {committed}")
     assert int(restored) == committed, (restored, committed)
     assert "Point backup-mgmt.demo.test at" in promoted.stdout
-    for ev in run.events + promoted.events:
-        assert KEY not in json.dumps(ev), ev.get("event_data", {}).get("task")
+    for ev in wal.events + run.events + promoted.events:
+        text = json.dumps(ev)
+        assert KEY not in text and REPL_PASSWORD not in text, ev.get("event_data", {}).get("task")

@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the cron job's run: its outcome is also the last scheduled run's")
     b.add_argument("--wait", type=int, default=0, metavar="SECONDS",
                    help="when another run holds the host lock, wait up to this long")
+    b.add_argument("--container", metavar="NAME",
+                   help="dump this PostgreSQL container (a recovered scratch cluster beside "
+                        "the stack) instead of the stack's db")
     b.set_defaults(func=cmd_backup)
     v = sub.add_parser("verify", help="full verification (checksum + archive read)")
     v.add_argument("ref", nargs="?", help="backup id, file name or path (default: latest)")
@@ -129,6 +132,8 @@ def main(argv=None) -> int:
     code = EXIT_OK
     try:
         cfg = load_config(args.config)
+        if getattr(args, "container", None):
+            cfg = {**cfg, "container": args.container, "exec_prefix": None}
         result = args.func(cfg, args)
     except ToolError as exc:
         log(f"ERROR: {exc}")

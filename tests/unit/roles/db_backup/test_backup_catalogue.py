@@ -56,3 +56,26 @@ def test_default_is_the_newest_untagged_backup_safety_only_by_id(env):
     assert find_backup(cfg, safety["id"])["id"] == safety["id"]
     rc, out, _ = run(env, "check")
     assert rc == 0 and out["id"] == chosen["id"] and "skipped" in out["chosen"]
+
+
+def test_backup_container_points_the_run_at_another_cluster(env, monkeypatch, capsys):
+    """``backup --container NAME`` (role wal_archive: the recovered scratch cluster): the
+    same configuration, but the dump reaches that container, not the stack's db."""
+    from bmops_backup import cli
+
+    seen = {}
+
+    def fake_backup(cfg, args):
+        seen.update(container=cfg["container"], exec_prefix=cfg["exec_prefix"],
+                    backup_dir=cfg["backup_dir"], tag=args.tag)
+        return {"ok": True}
+
+    monkeypatch.setattr(cli, "cmd_backup", fake_backup)
+    rc = cli.main(["--config", str(env["cfg"]), "backup", "--tag", "pitr",
+                   "--container", "backup-mgmt-pitr"])
+    assert rc == 0, capsys.readouterr()
+    assert seen == {"container": "backup-mgmt-pitr", "exec_prefix": None,
+                    "backup_dir": str(env["dir"]), "tag": "pitr"}
+    seen.clear()
+    assert cli.main(["--config", str(env["cfg"]), "backup"]) == 0
+    assert seen["container"] is None and seen["exec_prefix"]  # the configured db

@@ -85,14 +85,14 @@ def dr_drill(lang: str) -> str:
                   dr_drill_backend_port=18000)
 
 
-def dr_standby(lang: str, promoted: bool = True) -> str:
+def dr_standby(lang: str, promoted: bool = True, **extra) -> str:
     result = {"standby": "standby1", "primary": "app1", "promoted": promoted,
               "repository": "sftp:repo:/srv/restic/app1", "rto_seconds": 300,
               "rto_target_seconds": 3600, "rto_ok": True, "rpo_seconds": 7200,
               "rpo_target_seconds": 86400, "rpo_ok": True,
               "backup": {"id": "20261202_030000", "created_utc": "2026-12-01T18:00:00Z"},
               "restore": {"ok": True}, "configuration_fetched": "/var/lib/bmops/standby/app1",
-              "first_backup": "20261202_090000"}
+              "first_backup": "20261202_090000", "source": "copies", **extra}
     return render("dr_standby", "dr_standby.md.j2", lang, dr_standby_result=result,
                   bm_project_name="backup-mgmt", bm_domain="backup-mgmt.example.test")
 
@@ -263,3 +263,14 @@ def test_standby_report_reads_in_japanese_with_local_time():
     assert "| 7200 秒（2026-12-02 03:00 JST (+09:00)） | 86400 秒 | 達成 |" in ja
     assert "担当者の作業: backup-mgmt.example.test の DNS/IP" in ja
     assert dr_standby("en", promoted=False).startswith("# DR drill on the standby — standby1")
+
+
+def test_standby_report_from_the_wal_names_barman_and_the_last_transaction():
+    wal = dict(source="wal", repository="barman:repo/app1", configuration_fetched="",
+               rpo_seconds=4, last_commit_utc="2026-12-02T01:41:07Z")
+    ja = dr_standby("ja", promoted=False, **wal)
+    assert "| 4 秒（2026-12-02 10:41 JST (+09:00)） |" in ja
+    assert "barman:repo/app1（Barman）にある app1 の最新の WAL" in ja
+    assert "restic" not in ja and "プライマリの設定" not in ja
+    en = dr_standby("en", promoted=False, **wal)
+    assert "The newest WAL of app1 on barman:repo/app1 (Barman)" in en
