@@ -24,7 +24,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 log=${BMOPS_MOLECULE_LOG:-.cache/molecule.log}
 mkdir -p "$(dirname "$log")"
-lane2_modules="tests/integration/test_ssh_transport.py tests/integration/test_monitoring_stack.py"
+lane2_modules="tests/integration/test_review_stack.py tests/integration/test_ssh_transport.py tests/integration/test_monitoring_stack.py"
 
 if [ "${BMOPS_LIVE_SERIAL:-0}" = 1 ]; then
     make --no-print-directory integration && make --no-print-directory molecule
