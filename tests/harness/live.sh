@@ -41,7 +41,7 @@ start=$(date +%s)
         make --no-print-directory integration IT="$lane2_modules --basetemp=$basetemp"
     mon_rc=$?
     rm -rf "$basetemp"
-    echo "live.sh: lane 2 SSH transport and monitoring modules rc=$mon_rc after $(( $(date +%s) - start )) s"
+    echo "live.sh: lane 2 modules (review, SSH transport, monitoring) rc=$mon_rc after $(( $(date +%s) - start )) s"
     [ "$mol_rc" -eq 0 ] && [ "$mon_rc" -eq 0 ]
 ) > "$log" 2>&1 &
 lane2_pid=$!
@@ -60,5 +60,5 @@ end=$(date +%s)
 echo "=== lane 2 output ($log)"
 cat "$log"
 echo "live.sh: lane 1 (integration) rc=$int_rc in $((int_end - start)) s;" \
-     "lane 2 (Molecule + SSH + monitoring) rc=$lane2_rc; both done in $((end - start)) s"
+     "lane 2 (Molecule + review, SSH, monitoring) rc=$lane2_rc; both done in $((end - start)) s"
 [ "$int_rc" -eq 0 ] && [ "$lane2_rc" -eq 0 ]
