@@ -8,9 +8,9 @@
 #   lane 1: the integration tests that share the converged stack host
 #           (bmops-it-stack on the network bmops-it), in their STACK_ORDER;
 #   lane 2: the Molecule scenarios, then the SSH transport, monitoring and review
-#           modules (test_ssh_transport.py, test_monitoring_stack.py) on a stack
+#           modules (test_ssh_transport.py, test_monitoring_stack.py, test_review_stack.py) on a stack
 #           host of their own (bmops-it-mon, network bmops-it-mon): they converge
-#           their own stack (about 3 minutes) and save lane 1 about 18.
+#           their own stack (about 3 minutes) and save lane 1 about 24.
 #
 # Lane 1's output streams; lane 2's is kept in $BMOPS_MOLECULE_LOG and
 # printed once that lane ends. Both lanes always finish (neither hides the
