@@ -475,7 +475,7 @@ def test_the_standby_comes_up_from_the_wal_or_the_copies_when_the_primary_is_los
     assert int(standby.psql("SELECT max(seq) FROM dr_probe")) > later, "WAL after the backup"
     assert result["rpo_ok"] and 0 <= result["rpo_seconds"] <= 120, result
     print(f"rpo_seconds: {rpo:.1f}")  # the figure for the issue's note (pytest -s)
-    assert "barman:" in result["repository"], result
+    assert "barman:" in result["repository"] and result["last_commit_utc"], result
     repo_sh(f"test ! -e /srv/bmops-repo/pitr-{offsite.host}")
 
     # From the off-host copies alone (issue 15): the nightly backup, copied.
