@@ -269,7 +269,8 @@ def test_standby_report_from_the_wal_names_barman_and_the_last_transaction():
     wal = dict(source="wal", repository="barman:repo/app1", configuration_fetched="",
                rpo_seconds=4, last_commit_utc="2026-12-02T01:41:07Z")
     ja = dr_standby("ja", promoted=False, **wal)
-    assert "| RPO（復旧した最新のトランザクションからの経過時間） | 4 秒（2026-12-02 10:41 JST (+09:00)） |" in ja
+    assert ("| RPO（復旧した最新のトランザクションからの経過時間） | "
+            "4 秒（2026-12-02 10:41 JST (+09:00)） |") in ja
     assert "barman:repo/app1（Barman）にある app1 の最新の WAL" in ja
     assert "restic" not in ja and "プライマリの設定" not in ja
     en = dr_standby("en", promoted=False, **wal)
