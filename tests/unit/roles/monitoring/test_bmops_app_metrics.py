@@ -30,17 +30,26 @@ def test_line_level_agrees_with_the_daily_check(line):
     assert tool.line_level(line) == bm_health.line_level(line)
 
 
-def test_output_is_valid_exposition(monkeypatch, tmp_path):
-    items = [dict(id="c1", service="backend", running=True, health="healthy", restarts=2),
-             dict(id="c2", service="db", running=True, health=None, restarts=0)]
+def fake_stack(monkeypatch, items, slots=(), jobs=("0", "0", "0"), storage=()):
+    """containers() gives ITEMS; psql answers the slot list with SLOTS (raised when it is
+    an exception), the jobs summary with JOBS and any other query with STORAGE."""
     monkeypatch.setattr(tool, "containers", lambda project: items)
 
     def fake_psql(container, user, db, sql):
         if "pg_replication_slots" in sql:
-            return []  # no slot: no WAL series
-        return [["10", "9", "1"]] if "backup_jobs" in sql else [["t1", "/srv", "100", "80"]]
+            if isinstance(slots, Exception):
+                raise slots
+            return [list(row) for row in slots]
+        return [list(jobs)] if "backup_jobs" in sql else [list(row) for row in storage]
 
     monkeypatch.setattr(tool, "psql", fake_psql)
+
+
+def test_output_is_valid_exposition(monkeypatch, tmp_path):
+    items = [dict(id="c1", service="backend", running=True, health="healthy", restarts=2),
+             dict(id="c2", service="db", running=True, health=None, restarts=0)]
+    # no slot: no WAL series
+    fake_stack(monkeypatch, items, jobs=("10", "9", "1"), storage=[("t1", "/srv", "100", "80")])
     cfg = dict(project="p", services=["backend", "celery", "db"], db_user="u", db_name="d",
                paths=[str(tmp_path)], log_services=[], textfile_dir=str(tmp_path))
     text, errors = tool.collect(cfg, now=1000)
@@ -127,15 +136,8 @@ def test_replication_slots_give_the_wal_they_hold_and_the_free_space(monkeypatch
     database volume's (the Source of the db container's data mount)."""
     items = [dict(id="c2", service="db", running=True, health=None, restarts=0,
                   mounts={tool.DB_DATA_DIR: str(tmp_path)})]
-    monkeypatch.setattr(tool, "containers", lambda project: items)
-
-    def fake_psql(container, user, db, sql):
-        if "pg_replication_slots" in sql:
-            return [["barman_app1", "1", "16777216", "10720641024", "0.25"],
-                    ["other", "0", "4096", "-1", "0"]]
-        return [["0", "0", "0"]] if "backup_jobs" in sql else []
-
-    monkeypatch.setattr(tool, "psql", fake_psql)
+    fake_stack(monkeypatch, items, slots=[("barman_app1", "1", "16777216", "10720641024", "0.25"),
+                                          ("other", "0", "4096", "-1", "0")])
     cfg = dict(project="p", services=["db"], db_user="u", db_name="d", log_services=[])
     text, errors = tool.collect(cfg, now=1)
     assert errors == {}
@@ -153,14 +155,7 @@ def test_replication_slots_give_the_wal_they_hold_and_the_free_space(monkeypatch
 
 def test_an_unreadable_slot_list_is_reported_not_fatal(monkeypatch):
     items = [dict(id="c2", service="db", running=True, health=None, restarts=0)]
-    monkeypatch.setattr(tool, "containers", lambda project: items)
-
-    def fake_psql(container, user, db, sql):
-        if "pg_replication_slots" in sql:
-            raise RuntimeError("psql failed: permission denied")
-        return [["0", "0", "0"]] if "backup_jobs" in sql else []
-
-    monkeypatch.setattr(tool, "psql", fake_psql)
+    fake_stack(monkeypatch, items, slots=RuntimeError("psql failed: permission denied"))
     text, errors = tool.collect(dict(project="p", services=["db"], db_user="u", db_name="d"),
                                 now=1)
     assert "permission denied" in errors["wal"]
