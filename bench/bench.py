@@ -52,6 +52,9 @@ KEEP = os.environ.get("BMOPS_KEEP") == "1"
 SCALE = int(os.environ.get("BMOPS_BENCH_SCALE", "70"))
 DOCS = int(os.environ.get("BMOPS_BENCH_DOCS", "500000"))
 REPEAT = max(3, int(os.environ.get("BMOPS_BENCH_REPEAT", "3")))
+# Every arm runs at the wal_level a site with point-in-time recovery runs (issue 16);
+# BMOPS_BENCH_WAL_LEVEL=minimal measures the role's default without it.
+WAL_LEVEL = os.environ.get("BMOPS_BENCH_WAL_LEVEL", "replica")
 SHORT = 30.0  # measurements shorter than this are repeated REPEAT times (median)
 PROJECT_DIR = "/opt/backup-mgmt"
 PROJECT = "backup-mgmt"
@@ -275,7 +278,11 @@ def write_inventory(directory: Path, aliases: list[str]) -> Path:
         lines += [f"        {alias}:",
                   "          ansible_connection: community.docker.docker",
                   f"          ansible_host: {HOST}",
-                  "          ansible_python_interpreter: /usr/bin/python3"]
+                  "          ansible_python_interpreter: /usr/bin/python3",
+                  "          app_stack_db_settings:",
+                  "            shared_preload_libraries: pg_stat_statements",
+                  f"            wal_level: {WAL_LEVEL}",
+                  f"            max_wal_senders: {0 if WAL_LEVEL == 'minimal' else 10}"]
     (directory / "hosts.yml").write_text("\n".join(lines) + "\n")
     link = directory / "group_vars"
     if not link.is_symlink():
@@ -609,9 +616,11 @@ def render(elapsed: float) -> str:
           "is the mean 1-min load average during each measurement: absolute times are "
           "inflated by that contention, ratios much less so (arms were interleaved).",
           f"- managed host: container `{HOST}` (Debian 13, systemd, inner Docker), converged "
-          "with `playbooks/site.yml` (role defaults: PostgreSQL 15 with wal_level=minimal, "
-          "backup format `directory`); controller: ansible-playbook from `.venv` with "
-          "`ansible.cfg` (forks 20, pipelining, community.docker.docker connection).", "",
+          "with `playbooks/site.yml` (role defaults, except PostgreSQL 15 at "
+          f"wal_level={RESULTS.get('wal_level', 'minimal')}, the level a site with "
+          "point-in-time recovery runs; backup format `directory`); controller: "
+          "ansible-playbook from `.venv` with `ansible.cfg` (forks 20, pipelining, "
+          "community.docker.docker connection).", "",
           "## Results", "",
           f"backup_time_ratio: {bt:.2f}",
           f"backup_size_ratio: {bs:.2f}",
@@ -706,8 +715,9 @@ def render(elapsed: float) -> str:
           "- bmops restore includes sha256 of the file, feeding every table file to "
           "`pg_restore -j 2` through a FIFO (no unpacking to disk), and an exact row count "
           "of every table compared with the manifest; the manual's psql does none of these "
-          "checks. wal_level=minimal lets pg_restore skip WAL for the tables it creates "
-          "(it truncates them in the same transaction); psql replaying a plain dump cannot.",
+          "checks. At wal_level=minimal pg_restore can skip WAL for the tables it creates "
+          "(it truncates them in the same transaction) and psql replaying a plain dump "
+          f"cannot; this run is at wal_level={RESULTS.get('wal_level', 'minimal')}.",
           "- restore_db.yml includes a full safety backup of the current database (run side "
           "by side with the scratch restore) and the data restore, then stop, swap, start "
           "and /health/ready polled every second, as in the manual's fourth step.", ""]
@@ -781,11 +791,15 @@ def main() -> int:
     WORK.mkdir(parents=True, exist_ok=True)
     RESULTS["date"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     RESULTS["machine"] = machine_info()
+    RESULTS["wal_level"] = WAL_LEVEL
     inv = write_inventory(WORK / "inventory", [HOST])
     rc = 0
     try:
         converge(inv)
         refresh_cgroups()
+        if psql("SHOW wal_level") != WAL_LEVEL:
+            raise RuntimeError(f"the stack runs wal_level {psql('SHOW wal_level')}, "
+                               f"not {WAL_LEVEL}")
         load_data()
         parts = os.environ.get("BMOPS_BENCH_PARTS", "site,daily,backup,restore,playbook")
         steps = {"site": bench_site, "daily": bench_daily, "backup": bench_backup,

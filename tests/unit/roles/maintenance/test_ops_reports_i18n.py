@@ -275,3 +275,10 @@ def test_standby_report_from_the_wal_names_barman_and_the_last_transaction():
     assert "restic" not in ja and "プライマリの設定" not in ja
     en = dr_standby("en", promoted=False, **wal)
     assert "The newest WAL of app1 on barman:repo/app1 (Barman)" in en
+    # Nothing committed since the base backup: the RPO row says it counts from its start.
+    idle = dict(wal, last_commit_from="base_backup", rpo_seconds=3600)
+    ja = dr_standby("ja", promoted=False, **idle)
+    assert ("| RPO（ベースバックアップ後のトランザクションなし：その開始からの経過時間） | "
+            "3600 秒（2026-12-02 10:41 JST (+09:00)） |") in ja
+    assert "RPO (no transaction after the base backup: since it started)" in dr_standby(
+        "en", promoted=False, **idle)
