@@ -245,6 +245,16 @@ def test_the_wal_streams_over_tls_to_the_repository_host_and_nowhere_else(offsit
     assert barman_failures(offsite.host) == []
     backups = repo_sh(f"{BARMAN} list-backups --minimal {offsite.host}").stdout.split()
     assert len(backups) >= 1, backups  # the first base backup, made by site.yml
+    # Its end time reaches the app host's monitoring (item 4): the repository host
+    # writes the status, the app host reads it over its SFTP login.
+    status = f"/srv/bmops-repo/barman-status/{offsite.host}.status"
+    assert repo_sh(f"stat -c '%a %U' {status}").stdout.strip() == "644 root"
+    offsite.sh("systemctl start bmops-app-metrics.service")
+    text = offsite.sh("cat /var/lib/prometheus/node-exporter/bmops_app.prom").stdout
+    series = f'bmops_wal_base_backup_end_timestamp_seconds{{server="{offsite.host}"}} '
+    ended = re.search(rf"^{re.escape(series)}(\d+)$", text, re.MULTILINE)
+    assert ended and time.time() - 7200 < int(ended[1]) <= time.time(), text
+    assert 'bmops_app_metrics_error{section="base_backup"} 0' in text, text
     assert repo_sh("stat -c '%a %U' /var/lib/barman/.pgpass").stdout.strip() == "600 barman"
     leaks = repo_sh(f"grep -rl {REPL_PASSWORD} /etc /srv /var/log /var/lib/barman "
                     "--exclude=.pgpass || true").stdout.strip()

@@ -8,7 +8,9 @@ textfile collector. The same queries as the daily check (bm_health_info):
 job success rate and failed jobs in the window, storage targets and file
 systems, ERROR log lines of the log services, the state and restart count
 of every container of the Compose project, and the replication slots that
-hold WAL for point-in-time recovery (stream up, lag, WAL held, free space).
+hold WAL for point-in-time recovery (stream up, lag, WAL held, free space)
+and, read from the repository host over SFTP every few minutes, the newest
+base backup Barman finished there (its end time and how many it keeps).
 Stdlib only; the database is read with psql inside the db container (no
 password on any command line).
 
@@ -58,6 +60,9 @@ SELECT s.slot_name,
  ORDER BY s.slot_name
 """
 DB_DATA_DIR = '/var/lib/postgresql/data'
+# The repository host rewrites the base backups' status every 5 minutes (its cron);
+# older than this, the cron there has stopped.
+STATUS_STALE_SECONDS = 3600
 
 PROJECT_LABEL = 'com.docker.compose.project'
 SERVICE_LABEL = 'com.docker.compose.service'
@@ -268,7 +273,15 @@ def collect(cfg, now=None):
         except (OSError, subprocess.SubprocessError) as exc:
             errors['logs'] = str(exc)
 
-    for section in ('containers', 'jobs', 'storage', 'filesystems', 'logs', 'wal'):
+    sections = ['containers', 'jobs', 'storage', 'filesystems', 'logs', 'wal']
+    if cfg.get('base_backup_file'):
+        sections.append('base_backup')
+        try:
+            base_backups(out, cfg['base_backup_file'], now or time.time())
+        except (RuntimeError, OSError, subprocess.SubprocessError, ValueError,
+                KeyError) as exc:
+            errors['base_backup'] = str(exc)
+    for section in sections:
         out.add('bmops_app_metrics_error', 1 if section in errors else 0,
                 'A section of bmops-app-metrics could not be measured (1).',
                 dict(section=section))
@@ -304,6 +317,52 @@ def wal_slots(out, db, cfg):
             out.add('bmops_wal_volume_free_bytes', free,
                     'Free space of the database volume the slot\'s WAL fills, bytes.',
                     labels)
+
+
+def fetch_status(link, now):
+    """The repository host's status file, fetched over SFTP at most every
+    refresh_seconds into a local copy; an older copy is kept when the fetch fails."""
+    cache = link['cache']
+    try:
+        age = now - os.stat(cache).st_mtime
+    except FileNotFoundError:
+        age = None
+    error = None
+    if age is None or age >= int(link.get('refresh_seconds', 300)):
+        tmp = f'{cache}.part'
+        proc = subprocess.run(
+            ['sftp', '-q', '-F', link['ssh_config'], '-b', '-', link['ssh_host']],
+            input=f'get {link["remote"]} {tmp}\n', capture_output=True, text=True,
+            timeout=60)
+        if proc.returncode == 0 and os.path.exists(tmp):
+            os.replace(tmp, cache)
+        else:
+            error = (f'sftp {link["ssh_host"]}: get {link["remote"]} failed: '
+                     f'{(proc.stderr or proc.stdout).strip()[:200]}')
+    if not os.path.exists(cache):
+        raise RuntimeError(error or f'{cache} is missing')
+    with open(cache, encoding='utf-8') as fh:
+        status = dict(line.split(None, 1) for line in fh.read().splitlines() if line.strip())
+    return {k: int(v) for k, v in status.items()}, error
+
+
+def base_backups(out, link_file, now):
+    """The newest base backup Barman finished on the repository host, and how many."""
+    with open(link_file, encoding='utf-8') as fh:
+        link = json.load(fh)
+    status, error = fetch_status(link, now)
+    labels = dict(server=link.get('server', ''))
+    out.add('bmops_wal_base_backup_end_timestamp_seconds', status['last_end'],
+            'End of the newest finished base backup on the repository host (0: none).',
+            labels)
+    out.add('bmops_wal_base_backups', status['done'],
+            'Finished base backups the repository host keeps.', labels)
+    if error:
+        raise RuntimeError(error)
+    stale = now - status['written']
+    if stale > STATUS_STALE_SECONDS:
+        raise RuntimeError(f'the repository host wrote the base backups\' status '
+                           f'{stale / 60:.0f} min ago (cron of bmops-barman-status there)')
 
 
 def write_atomic(directory, name, text):

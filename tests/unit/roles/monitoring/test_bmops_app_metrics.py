@@ -169,3 +169,77 @@ def test_a_bad_pattern_is_reported_not_fatal(monkeypatch):
                log_error_pattern="(unclosed")
     _text, errors = tool.collect(cfg, now=1)
     assert "not a valid regex" in errors["logs"]
+
+
+def base_backup_link(tmp_path, refresh=300):
+    link = dict(ssh_config="/etc/bmops/offsite/ssh_config", ssh_host="bmops-offsite",
+                remote="barman-status/app1.status", server="app1",
+                cache=str(tmp_path / "barman-status.app1"), refresh_seconds=refresh)
+    path = tmp_path / "wal-archive.json"
+    path.write_text(json.dumps(link))
+    return str(path)
+
+
+def fake_sftp(monkeypatch, status_text, calls, rc=0):
+    """sftp -b -: answers `get REMOTE LOCAL` with STATUS_TEXT written to LOCAL."""
+    def run(argv, input=None, **kw):
+        import subprocess
+        calls.append((argv, input))
+        if rc == 0:
+            local = input.split()[-1]
+            with open(local, "w") as fh:
+                fh.write(status_text)
+        return subprocess.CompletedProcess(argv, rc, "", "" if rc == 0 else "Connection refused")
+    monkeypatch.setattr(tool.subprocess, "run", run)
+
+
+def test_the_newest_base_backup_comes_from_the_repository_host(monkeypatch, tmp_path):
+    import time
+    link = base_backup_link(tmp_path)
+    calls = []
+    now = time.time()  # the copy's age is its file's mtime against now
+    fake_sftp(monkeypatch, f"last_end 1700000000\ndone 2\nwritten {now - 100:.0f}\n", calls)
+    out = tool.Out()
+    tool.base_backups(out, link, now=now)
+    text = out.text()
+    assert 'bmops_wal_base_backup_end_timestamp_seconds{server="app1"} 1700000000' in text
+    assert 'bmops_wal_base_backups{server="app1"} 2' in text
+    argv, stdin = calls[0]
+    assert argv[:2] == ["sftp", "-q"] and argv[-1] == "bmops-offsite"
+    assert stdin.startswith("get barman-status/app1.status ")
+    # within refresh_seconds the copy is used again: no new connection
+    tool.base_backups(tool.Out(), link, now=now + 60)
+    assert len(calls) == 1
+
+
+def test_a_stale_or_unreachable_status_is_reported_with_what_is_known(monkeypatch, tmp_path):
+    link = base_backup_link(tmp_path, refresh=0)
+    calls = []
+    # the repository host's cron stopped two hours ago
+    fake_sftp(monkeypatch, "last_end 1700000000\ndone 1\nwritten 1800000000\n", calls)
+    out = tool.Out()
+    with pytest.raises(RuntimeError, match="120 min ago"):
+        tool.base_backups(out, link, now=1800007200)
+    assert 'bmops_wal_base_backups{server="app1"} 1' in out.text()
+    # the repository host is unreachable: the last copy is still given, with the error
+    fake_sftp(monkeypatch, "", calls, rc=255)
+    out = tool.Out()
+    with pytest.raises(RuntimeError, match="Connection refused"):
+        tool.base_backups(out, link, now=1800000100)
+    assert "bmops_wal_base_backup_end_timestamp_seconds" in out.text()
+
+
+def test_base_backups_are_a_section_of_their_own(monkeypatch, tmp_path):
+    fake_stack(monkeypatch, [dict(id="c2", service="db", running=True, health=None,
+                                  restarts=0)])
+    calls = []
+    fake_sftp(monkeypatch, "", calls, rc=255)
+    cfg = dict(project="p", services=["db"], db_user="u", db_name="d",
+               base_backup_file=base_backup_link(tmp_path))
+    text, errors = tool.collect(cfg, now=1000)
+    assert "Connection refused" in errors["base_backup"] and list(errors) == ["base_backup"]
+    assert 'bmops_app_metrics_error{section="base_backup"} 1' in text
+    assert 'bmops_app_metrics_error{section="wal"} 0' in text
+    # without point-in-time recovery there is no such section
+    text, _ = tool.collect(dict(cfg, base_backup_file=""), now=1000)
+    assert 'section="base_backup"' not in text

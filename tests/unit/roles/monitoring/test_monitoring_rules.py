@@ -103,6 +103,13 @@ CASES = {
     "slot 1 GiB from its limit is quiet": (
         {f'bmops_wal_slot_safe_bytes{{slot="barman_app1",{H}}}': "1073741824x10"},
         "BmWalSlotNearLimit", "6m", []),
+    # promtool's clock starts at 0: a base backup that ended 8.5 days before it
+    "base backup 8.5 days old fires P2": (
+        {f'bmops_wal_base_backup_end_timestamp_seconds{{server="app1",{H}}}': "-734400x10"},
+        "BmWalBaseBackupOld", "6m", [{"server": "app1", "severity": "P2"}]),
+    "base backup 7 days old is quiet": (
+        {f'bmops_wal_base_backup_end_timestamp_seconds{{server="app1",{H}}}': "-604800x10"},
+        "BmWalBaseBackupOld", "6m", []),
     "slot holding 60 % of the free space fires P1": (
         {f'bmops_wal_slot_retained_bytes{{slot="barman_app1",{H}}}': "6000x5",
          f'bmops_wal_volume_free_bytes{{slot="barman_app1",{H}}}': "10000x5"},
