@@ -169,6 +169,8 @@ def rpo(inv: Path, work: Path, app: str) -> dict:
         raise RuntimeError(f"dr_drill.yml from the WAL failed:\n{run.stdout[-4000:]}")
     result = run.artifact_data["bmops_dr_standby"]
     newest = float(psql_on(to.STANDBY, "SELECT extract(epoch FROM max(at)) FROM dr_probe"))
+    # Rows go on being committed while docker removes the host: a newest row after the
+    # removal began is a loss of nothing (rpo_seconds 0; the detail gives the raw figure).
     return {"rpo": round(killed_at - newest, 1), "wall": wall, "result": result,
             "rows": int(psql_on(to.STANDBY, "SELECT count(*) FROM dr_probe"))}
 
@@ -195,7 +197,7 @@ def measure(inv: Path, work: Path, app: str) -> tuple[dict, list[str]]:
     log(f"restore_db.yml {wall:.0f} s, manual {manual}; the primary is removed now")
     lost = rpo(inv, work, app)
     log(f"rpo {lost['rpo']} s, standby from the WAL {lost['wall']:.0f} s")
-    results = {"rpo_seconds": lost["rpo"], "pitr_restore_ratio": round(wall / man, 2),
+    results = {"rpo_seconds": max(0.0, lost["rpo"]), "pitr_restore_ratio": round(wall / man, 2),
                "pitr_physical_ratio": round(sum(phys.values()) / man, 2),
                "wal_shipping_cpu_percent": cost["percent"],
                "standby_wal_rto_seconds": round(lost["wall"])}
@@ -219,17 +221,21 @@ def measure(inv: Path, work: Path, app: str) -> tuple[dict, list[str]]:
         "live one: " + ", ".join(f"{k} {v:.0f} s" for k, v in phys.items())
         + f" = {sum(phys.values()):.0f} s ({sum(phys.values()) / man:.2f} x the manual). "
         f"Then the logical part: the recovered cluster dumped into a verified backup "
-        f"{dump:.0f} s, and the ordinary restore of that backup (safety backup, scratch "
-        "database, swap, services, /health/ready) with the rest of the tasks.",
+        f"{dump:.0f} s, and the ordinary restore of that backup with everything else "
+        f"(safety backup, scratch database, swap, services, /health/ready, Ansible) "
+        f"{wall - sum(phys.values()) - dump:.0f} s.",
         f"- **RPO with the primary killed**: ten rows a second; the app host removed with its "
         f"volumes; `dr_drill.yml --limit {to.STANDBY}` from the WAL took {lost['wall']:.0f} s "
         f"(its own RTO {lost['result']['rto_seconds']} s) and brought back {lost['rows']} rows; "
-        f"the newest was committed **{lost['rpo']} s** before the removal began.",
+        f"the newest was committed **{lost['rpo']} s** before the removal began"
+        + (" (negative: rows kept coming while docker removed the host; nothing was lost)"
+           if lost["rpo"] < 0 else "") + ".",
     ]
     return results, detail
 
 
 def goals(results: dict) -> list[tuple[str, float, float]]:
     return [("RPO with the primary killed <= 60 s", results["rpo_seconds"], 60),
-            ("point-in-time restore <= 0.5 x gunzip | psql", results["pitr_restore_ratio"], 0.5)]
+            ("point-in-time restore <= 0.5 x gunzip \\| psql", results["pitr_restore_ratio"],
+             0.5)]
 
