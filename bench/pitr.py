@@ -51,6 +51,7 @@ def log(msg: str) -> None:
 
 
 def psql_on(host: str, sql: str) -> str:
+    """psql on a host other than bench.HOST (the standby)."""
     return it.docker("exec", host, "sh", "-c",
                      f"cd {bench.PROJECT_DIR} && docker compose exec -T db psql -XtA -U postgres "
                      f"-d {bench.DB} -c \"{sql}\"").stdout.strip()
@@ -86,19 +87,19 @@ def shipping_cost(app: str) -> dict:
     """pgbench for a minute; the walsender's share of the db container's CPU."""
     bench.refresh_cgroups()
     db = bench.CG["db"]
-    sender = psql_on(app, "SELECT pid FROM pg_stat_replication "
-                          "WHERE application_name = 'barman_receive_wal'")
+    sender = bench.psql("SELECT pid FROM pg_stat_replication "
+                        "WHERE application_name = 'barman_receive_wal'")
     if not sender:
         raise RuntimeError("no walsender streams to Barman")
     sender = (f"cd {bench.PROJECT_DIR} && docker compose exec -T db cat /proc/{sender}/stat")
     receiver = "cat /proc/$(pgrep -o -x pg_receivewal)/stat"
-    lsn0 = psql_on(app, "SELECT pg_current_wal_lsn()")
+    lsn0 = bench.psql("SELECT pg_current_wal_lsn()")
     cpu0, ws0, rcv0 = db.cpu_seconds(), proc_cpu(app, sender), proc_cpu(to.REPO, receiver)
     t0 = time.monotonic()
     bench.on_host(f"{bench.COMPOSE} exec -T db pgbench -n -c 2 -j 2 -T 60 -U postgres {bench.DB}")
     wall = time.monotonic() - t0
     cpu1, ws1, rcv1 = db.cpu_seconds(), proc_cpu(app, sender), proc_cpu(to.REPO, receiver)
-    wal = int(psql_on(app, f"SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{lsn0}')"))
+    wal = int(bench.psql(f"SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{lsn0}')"))
     walsender = ws1 - ws0
     rest = (cpu1 - cpu0) - walsender
     return {"seconds": wall, "db_cpu": cpu1 - cpu0, "walsender_cpu": walsender,
@@ -106,7 +107,7 @@ def shipping_cost(app: str) -> dict:
             "percent": round(100 * walsender / rest, 1)}
 
 
-def probe_rows(app: str) -> str:
+def probe_rows() -> str:
     """20 rows, one a second, each with its commit time; T between rows 10 and 11 (UTC)."""
     bench.psql("DROP TABLE IF EXISTS pitr_probe; "
                "CREATE TABLE pitr_probe (seq int PRIMARY KEY, at timestamptz NOT NULL)")
@@ -150,12 +151,8 @@ def pitr_restore(inv: Path, work: Path, target: str) -> tuple[float, it.RunResul
 
 def rpo(inv: Path, work: Path, app: str) -> dict:
     """Ten rows a second, the app host removed; the standby from the WAL."""
-    bench.psql("DROP TABLE IF EXISTS dr_probe; CREATE TABLE dr_probe "
-               "(seq bigserial PRIMARY KEY, at timestamptz DEFAULT now())")
-    it.docker("exec", app, "sh", "-c",
-              f"cd {bench.PROJECT_DIR} && (while :; do echo 'INSERT INTO dr_probe DEFAULT "
-              "VALUES;'; sleep 0.1; done | docker compose exec -T db psql -q -U postgres "
-              f"-d {bench.DB} >/dev/null 2>&1 &)")
+    bench.psql(to.DR_PROBE_TABLE)
+    it.docker("exec", app, "sh", "-c", to.DR_PROBE_WRITER)
     time.sleep(20)
     if int(bench.psql("SELECT count(*) FROM dr_probe")) < 50:
         raise RuntimeError("the writer does not write")
@@ -181,7 +178,7 @@ def measure(inv: Path, work: Path, app: str) -> tuple[dict, list[str]]:
     log(f"base backup {bb:.0f} s; a write-heavy minute")
     cost = shipping_cost(app)
     log(f"shipping cost {cost}")
-    target = probe_rows(app)
+    target = probe_rows()
     bench.on_host(f"{bench.COMPOSE} exec -T db pg_dump -U postgres {bench.DB} "
                   f"| gzip > {MANUAL_DUMP}")
     log(f"target {target}; arms interleaved: manual, restore_db.yml, manual")

@@ -32,6 +32,13 @@ PROM = "/var/lib/prometheus/node-exporter/bmops_offsite.prom"
 REPL_PASSWORD = "replication-test-pw-5e8a1c0b93"  # noqa: S105 - bm_db_replication_password
 BARMAN = "runuser -u barman -- barman"
 SLOT = f"barman_{STACK_HOST.replace('-', '_')}"
+# Ten rows a second, each with its commit time, in the background on the app host
+# (the killed-primary test here and bench/pitr.py's RPO).
+DR_PROBE_TABLE = ("DROP TABLE IF EXISTS dr_probe; "
+                  "CREATE TABLE dr_probe (seq bigserial PRIMARY KEY, at timestamptz DEFAULT now())")
+DR_PROBE_WRITER = ("cd /opt/backup-mgmt && (while :; do echo 'INSERT INTO dr_probe DEFAULT "
+                   "VALUES;'; sleep 0.1; done | docker compose exec -T db psql -q -U postgres "
+                   "-d backup_mgmt >/dev/null 2>&1 &) ")
 
 
 def inventory_yml(app: str, repo: str, standby: str = "", pitr: bool = True) -> str:
@@ -439,11 +446,8 @@ def test_the_standby_comes_up_from_the_wal_or_the_copies_when_the_primary_is_los
     removed with its volumes. dr_drill.yml brings the standby up from the primary's WAL
     on Barman (the default with PITR on) losing at most the last minute of rows, and from
     the off-host copies alone with every row committed before the backup."""
-    offsite.psql("DROP TABLE IF EXISTS dr_probe; "
-                 "CREATE TABLE dr_probe (seq bigserial PRIMARY KEY, at timestamptz DEFAULT now())")
-    offsite.sh("cd /opt/backup-mgmt && (while :; do echo 'INSERT INTO dr_probe DEFAULT VALUES;'; "
-               "sleep 0.1; done | docker compose exec -T db psql -q -U postgres -d backup_mgmt "
-               ">/dev/null 2>&1 &) ")
+    offsite.psql(DR_PROBE_TABLE)
+    offsite.sh(DR_PROBE_WRITER)
     deadline = time.monotonic() + 30
     while int(offsite.psql("SELECT count(*) FROM dr_probe") or 0) < 20:
         assert time.monotonic() < deadline, "the writer does not write"
